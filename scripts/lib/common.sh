@@ -1,0 +1,31 @@
+# Shared settings and helpers of the local test environment scripts.
+
+TESTENV_HOME=${UMBRELLA_TESTENV_HOME:-$HOME/.cache/umbrella-testenv}
+TESTENV_TOOLS=$TESTENV_HOME/tools
+TESTENV_RUN=$TESTENV_HOME/run
+
+REGISTRY_A=127.0.0.1:5000
+REGISTRY_B=127.0.0.1:5443
+REGISTRY_B_USER=umbrella
+ETCD_CLIENT_PORT=12379
+ETCD_PEER_PORT=12380
+APISERVER_PORT=16443
+CONTROLLER_MANAGER_PORT=10357
+SCHEDULER_PORT=10359
+KWOK_PORT=10347
+KWOK_NODES=3
+KUBE_CONTEXT=umbrella-test
+# A locally made base image: nothing can be pulled from a public registry here.
+BASE_IMAGE=umbrella.local/busybox:1.35
+# The same image pushed to registry A stands for a third-party image that is not built here.
+THIRD_PARTY_IMAGE=$REGISTRY_A/mirror/busybox:1.35
+
+log() { printf '[testenv] %s\n' "$*" >&2; }
+die() { printf '[testenv] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Where our own Docker engine lives when no reachable one is found.
+OWN_DOCKER_DIR=$TESTENV_RUN/docker
+OWN_DOCKER_HOST=unix://$OWN_DOCKER_DIR/docker.sock
+DOCKER_CONFIG_DIR=$TESTENV_RUN/docker-config
+KUBE_DIR=$TESTENV_RUN/kube
+KUBECONFIG_FILE=$KUBE_DIR/kubeconfig

@@ -1,0 +1,107 @@
+# Builds the test environment's Go programs once and caches them under
+# $TESTENV_TOOLS/<name>-<version>/bin, so a version change rebuilds only that tool.
+# Sourced by scripts/testenv; expects versions.sh and common.sh to be loaded.
+
+# go_tool_dir NAME VERSION -> the cache directory of one tool build.
+go_tool_dir() { echo "$TESTENV_TOOLS/$1-$2"; }
+
+# install_go_module NAME VERSION PACKAGE: `go install` a main package that has no replace lines.
+install_go_module() {
+  local name=$1 version=$2 pkg=$3 dir
+  dir=$(go_tool_dir "$name" "$version")
+  [ -x "$dir/bin/$name" ] && return 0
+  log "building $name $version (cached in $dir)"
+  mkdir -p "$dir/bin"
+  GOBIN="$dir/bin.tmp" go install "$pkg@$version" || die "building $name $version failed"
+  mv "$dir/bin.tmp/$name" "$dir/bin/$name" && rm -rf "$dir/bin.tmp"
+}
+
+# wrapper_module DIR MODULE VERSION: a small module of our own that requires MODULE, to build
+# main packages of modules whose own go.mod uses replace lines (etcd, kubernetes), which
+# `go install pkg@version` refuses.
+wrapper_module() {
+  local dir=$1 module=$2 version=$3
+  mkdir -p "$dir/src"
+  (cd "$dir/src" && rm -f go.mod go.sum && go mod init "umbrella.testenv/$(basename "$dir")" >/dev/null 2>&1 &&
+    go mod edit -require="$module@$version")
+}
+
+build_etcd() {
+  local dir
+  dir=$(go_tool_dir etcd "$ETCD_VERSION")
+  [ -x "$dir/bin/etcd" ] && return 0
+  log "building etcd $ETCD_VERSION (cached in $dir)"
+  wrapper_module "$dir" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" || die "etcd: go.mod setup failed"
+  (cd "$dir/src" && printf 'package tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go &&
+    go mod tidy >/dev/null && go build -o "$dir/bin/etcd" go.etcd.io/etcd/server/v3) ||
+    die "building etcd $ETCD_VERSION failed"
+}
+
+# Kubernetes' go.mod points every k8s.io staging module at ./staging; a module that requires
+# k8s.io/kubernetes must pin each of them to the matching v0.X.Y release instead.
+build_kubernetes() {
+  local dir gomod staging
+  dir=$(go_tool_dir kubernetes "$K8S_VERSION")
+  [ -x "$dir/bin/kube-apiserver" ] && [ -x "$dir/bin/kubectl" ] &&
+    [ -x "$dir/bin/kube-controller-manager" ] && [ -x "$dir/bin/kube-scheduler" ] && return 0
+  log "building kubernetes $K8S_VERSION: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cached in $dir; 20-40 minutes the first time)"
+  wrapper_module "$dir" k8s.io/kubernetes "$K8S_VERSION" || die "kubernetes: go.mod setup failed"
+  gomod=$(cd "$dir/src" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  [ -f "$gomod" ] || die "kubernetes: cannot download go.mod of k8s.io/kubernetes@$K8S_VERSION"
+  staging="v0.${K8S_VERSION#v1.}"
+  local m
+  for m in $(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod"); do
+    (cd "$dir/src" && go mod edit -replace="$m=$m@$staging")
+  done
+  (cd "$dir/src" && cat >tools.go <<'GO' && go mod tidy >/dev/null &&
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    GOBIN= go build -o "$dir/bin/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) ||
+    die "building kubernetes $K8S_VERSION failed"
+}
+
+# kwok only plays nodes and pods through "stages"; its module ships the usual ones as YAML.
+# Node: become Ready and keep a status heartbeat; pod: Running/Ready at once, Succeeded when
+# its containers are meant to finish (Jobs), gone when deleted.
+install_kwok_stages() {
+  local dir module
+  dir=$(go_tool_dir kwok "$KWOK_VERSION")
+  [ -s "$dir/stages.yaml" ] && return 0
+  module=$(cd "$TESTENV_TOOLS" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  [ -d "$module/kustomize/stage" ] || die "kwok: no stage definitions in the module at '$module'"
+  local f
+  for f in "$module"/kustomize/stage/node/fast/*.yaml "$module"/kustomize/stage/node/heartbeat/*.yaml \
+    "$module"/kustomize/stage/pod/fast/*.yaml; do
+    [ "$(basename "$f")" = kustomization.yaml ] && continue
+    echo "---"
+    cat "$f"
+  done >"$dir/stages.yaml.tmp" && mv "$dir/stages.yaml.tmp" "$dir/stages.yaml"
+}
+
+build_all_tools() {
+  install_go_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  install_go_module kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+  install_kwok_stages
+  install_go_module actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
+  build_etcd
+  build_kubernetes
+}
+
+# tools_path -> a PATH prefix holding every cached tool.
+tools_path() {
+  local p="" d
+  for d in "$(go_tool_dir helm "$HELM_VERSION")" "$(go_tool_dir kwok "$KWOK_VERSION")" \
+    "$(go_tool_dir actionlint "$ACTIONLINT_VERSION")" "$(go_tool_dir etcd "$ETCD_VERSION")" \
+    "$(go_tool_dir kubernetes "$K8S_VERSION")"; do
+    p="$p${p:+:}$d/bin"
+  done
+  echo "$p"
+}

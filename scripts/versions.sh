@@ -1,0 +1,7 @@
+# Pinned versions of the local test environment's tools. Changing one rebuilds only that tool:
+# every build is cached outside the repository under a directory keyed by its version.
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16
+HELM_VERSION=v3.19.5
+KWOK_VERSION=v0.8.0
+ACTIONLINT_VERSION=v1.7.12

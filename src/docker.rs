@@ -1,0 +1,129 @@
+//! The Docker engine, through its API (bollard): connection, version, and pushes that report the
+//! digest the registry stored.
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::PushImageOptionsBuilder;
+use futures_util::StreamExt;
+
+use crate::credentials::Credential;
+
+/// A Docker engine call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("Docker engine at {host}: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("docker push {image}: {reason}")]
+    Push { image: String, reason: String },
+}
+
+/// A connected engine, with the API version negotiated down to what it speaks.
+pub struct Engine {
+    pub docker: Docker,
+    /// Where it was reached (`DOCKER_HOST` or the default socket), for messages.
+    pub host: String,
+}
+
+/// The engine's own version and the API version in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineVersion {
+    pub version: String,
+    pub api_version: String,
+}
+
+impl Engine {
+    /// Connects like the Docker CLI: `DOCKER_HOST`, else the default socket.
+    pub async fn connect() -> Result<Self, DockerError> {
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: bollard::errors::Error| DockerError::Unreachable {
+            host: host.clone(),
+            reason: e.to_string(),
+        };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        Ok(Engine { docker, host })
+    }
+
+    /// The engine's version and the negotiated API version.
+    pub async fn version(&self) -> Result<EngineVersion, DockerError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| DockerError::Unreachable {
+                host: self.host.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(EngineVersion {
+            version: version.version.unwrap_or_else(|| "unknown".into()),
+            api_version: self.docker.client_version().to_string(),
+        })
+    }
+
+    /// Pushes `repository:tag` and returns the digest the engine reports for it.
+    pub async fn push(
+        &self,
+        repository: &str,
+        tag: &str,
+        credential: Option<&Credential>,
+    ) -> Result<String, DockerError> {
+        let image = format!("{repository}:{tag}");
+        let options = PushImageOptionsBuilder::default().tag(tag).build();
+        let mut stream = self.docker.push_image(
+            repository,
+            Some(options),
+            credential.map(docker_credentials),
+        );
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| DockerError::Push {
+                image: image.clone(),
+                reason: e.to_string(),
+            })?;
+            digest = digest.or_else(|| info.status.as_deref().and_then(digest_from_status));
+        }
+        digest.ok_or(DockerError::Push {
+            image,
+            reason: "the engine reported no digest for the push".into(),
+        })
+    }
+}
+
+fn docker_credentials(credential: &Credential) -> DockerCredentials {
+    match credential {
+        Credential::Basic { username, password } => DockerCredentials {
+            username: Some(username.clone()),
+            password: Some(password.clone()),
+            ..Default::default()
+        },
+        Credential::IdentityToken(token) => DockerCredentials {
+            identitytoken: Some(token.clone()),
+            ..Default::default()
+        },
+    }
+}
+
+/// The engine's last push status line reads `TAG: digest: sha256:... size: N`; bollard drops
+/// the `aux` message that carries the same digest, so this line is where it is read.
+fn digest_from_status(status: &str) -> Option<String> {
+    let rest = status.split("digest: ").nth(1)?;
+    let digest = rest.split_whitespace().next()?;
+    (digest.starts_with("sha256:") && digest.len() == 71).then(|| digest.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_digest_from_final_status() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            digest_from_status(&format!("v1: digest: {d} size: 528")),
+            Some(d.to_string())
+        );
+        assert_eq!(digest_from_status("Pushed"), None);
+        assert_eq!(digest_from_status("v1: digest: sha256:short size: 1"), None);
+    }
+}

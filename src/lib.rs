@@ -1,0 +1,17 @@
+//! umbrella: build, render, commit and deploy many Helm services as reviewed, reproducible git
+//! commits. Stages live in their own modules; shared pieces (registry, cluster, yaml, report)
+//! sit beside them.
+
+pub mod chart;
+pub mod cli;
+pub mod cluster;
+pub mod credentials;
+pub mod docker;
+pub mod doctor;
+pub mod helm;
+pub mod registry;
+pub mod report;
+pub mod sources;
+pub mod state;
+pub mod tls;
+pub mod yaml;
