@@ -195,7 +195,7 @@ async fn check_helm() -> Check {
     match helm::version().await {
         Ok(version) => Check::ok(
             "helm",
-            format!("helm {version} ({})", helm::program().display()),
+            format!("helm {version} ({})", helm::resolved_program().display()),
         ),
         Err(e) => Check::fail(
             "helm",

@@ -21,6 +21,20 @@ pub fn program() -> PathBuf {
     std::env::var_os("UMBRELLA_HELM").map_or_else(|| PathBuf::from("helm"), PathBuf::from)
 }
 
+/// Where the helm that runs lives: the program itself if it is a path, else its PATH entry.
+pub fn resolved_program() -> PathBuf {
+    let program = program();
+    if program.components().count() > 1 {
+        return program;
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(&program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or(program)
+}
+
 /// Runs helm with `args` and returns its standard output.
 pub async fn run(args: &[&str]) -> Result<String, HelmError> {
     let program = program();

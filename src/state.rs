@@ -17,7 +17,8 @@ pub fn repository_root(path: &Path) -> Result<PathBuf, NotARepository> {
         reason,
     };
     let repo = git2::Repository::discover(path).map_err(|e| not_a_repo(e.message().to_string()))?;
+    // Collecting the components drops libgit2's trailing slash.
     repo.workdir()
-        .map(Path::to_path_buf)
+        .map(|dir| dir.components().collect())
         .ok_or_else(|| not_a_repo("the repository is bare".into()))
 }

@@ -56,12 +56,12 @@ stop_daemon() {
   [ -f "$dir/pid" ] || return 0
   if daemon_running "$name"; then
     pid=$(cat "$dir/pid")
-    kill "$pid" 2>/dev/null
+    kill "$pid" 2>/dev/null || true
     for i in $(seq 1 40); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.25
     done
-    kill -9 "$pid" 2>/dev/null
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
     log "stopped $name (pid $pid)"
   fi
   rm -f "$dir/pid"

@@ -2,12 +2,15 @@
 # (TLS with a generated CA, htpasswd basic auth), a Docker config with B's credentials and CA,
 # a locally made base image, and a "third-party" image seeded into registry A.
 
+# sudo for package installs where not root (GitHub's runners); nothing when root (here, CI).
+sudo_if_needed() { [ "$(id -u)" = 0 ] || echo sudo; }
+
 ensure_packages() {
   local missing=() p
   for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$TESTENV_RUN/apt.log" 2>&1 ||
+  { $(sudo_if_needed) apt-get update -qq && $(sudo_if_needed) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$TESTENV_RUN/apt.log" 2>&1 ||
     { tail -n 20 "$TESTENV_RUN/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
 }
 

@@ -2,17 +2,21 @@
 # $TESTENV_TOOLS/<name>-<version>/bin, so a version change rebuilds only that tool.
 # Sourced by scripts/testenv; expects versions.sh and common.sh to be loaded.
 
-# go_tool_dir NAME VERSION -> the cache directory of one tool build.
-go_tool_dir() { echo "$TESTENV_TOOLS/$1-$2"; }
+# Bumped when the way tools are built changes, so cached builds of the old recipe are not reused.
+TOOLS_RECIPE=2
 
-# install_go_module NAME VERSION PACKAGE: `go install` a main package that has no replace lines.
+# go_tool_dir NAME VERSION -> the cache directory of one tool build.
+go_tool_dir() { echo "$TESTENV_TOOLS/$1-$2-r$TOOLS_RECIPE"; }
+
+# install_go_module NAME VERSION PACKAGE [LDFLAGS]: `go install` a main package that has no
+# replace lines.
 install_go_module() {
-  local name=$1 version=$2 pkg=$3 dir
+  local name=$1 version=$2 pkg=$3 ldflags=${4:-} dir
   dir=$(go_tool_dir "$name" "$version")
   [ -x "$dir/bin/$name" ] && return 0
   log "building $name $version (cached in $dir)"
   mkdir -p "$dir/bin"
-  GOBIN="$dir/bin.tmp" go install "$pkg@$version" || die "building $name $version failed"
+  GOBIN="$dir/bin.tmp" go install -ldflags "$ldflags" "$pkg@$version" || die "building $name $version failed"
   mv "$dir/bin.tmp/$name" "$dir/bin/$name" && rm -rf "$dir/bin.tmp"
 }
 
@@ -63,7 +67,13 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
-    GOBIN= go build -o "$dir/bin/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    # Without these the programs call themselves v0.0.0, which skews version checks.
+    local v=${K8S_VERSION#v} ldflags="" pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldflags="$ldflags -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=${v%%.*} -X $pkg.gitMinor=$(echo "$v" | cut -d. -f2)"
+      ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    GOBIN= go build -ldflags "$ldflags" -o "$dir/bin/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) ||
     die "building kubernetes $K8S_VERSION failed"
 }
@@ -87,7 +97,8 @@ install_kwok_stages() {
 }
 
 build_all_tools() {
-  install_go_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  install_go_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
   install_go_module kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
   install_kwok_stages
   install_go_module actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint

@@ -1,0 +1,56 @@
+//! Shared helpers of the integration tests. They run against the real local environment
+//! (`scripts/testenv up`); a missing component fails the test with a message, never skips it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A variable exported by `scripts/testenv env`.
+pub fn testenv(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the local environment with `scripts/testenv up` and load it with `eval \"$(scripts/testenv env)\"` (or run `make test`)")
+    })
+}
+
+/// The repository root: the example chart and sources live there.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A short name unique to this run, for namespaces, repositories and tags.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{prefix}-{}-{:x}", std::process::id(), nanos % 0xffff_ffff)
+}
+
+/// Copies a directory tree (files and directories only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// A fresh git repository holding a copy of the example (chart, sources, services).
+pub fn example_repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for part in ["umbrella-chart", "services", "umbrella-state"] {
+        copy_tree(&repo_root().join(part), &dir.path().join(part));
+    }
+    std::fs::copy(
+        repo_root().join("sources.yaml"),
+        dir.path().join("sources.yaml"),
+    )
+    .expect("copy sources.yaml");
+    git2::Repository::init(dir.path()).expect("git init");
+    dir
+}

@@ -1,0 +1,9 @@
+{{- define "user-service.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/part-of: shop
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+
+{{- define "user-service.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+{{- end }}
