@@ -1,11 +1,16 @@
 //! The Docker engine, through its API (bollard): connection, version, and pushes that report the
 //! digest the registry stored.
 
+use std::collections::HashMap;
+
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::PushImageOptionsBuilder;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 
+use crate::build::plan::BuildOptions;
 use crate::credentials::Credential;
 
 /// A Docker engine call that failed.
@@ -15,6 +20,10 @@ pub enum DockerError {
     Unreachable { host: String, reason: String },
     #[error("docker push {image}: {reason}")]
     Push { image: String, reason: String },
+    #[error("docker build: {0}")]
+    Build(String),
+    #[error("docker tag {image}: {reason}")]
+    Tag { image: String, reason: String },
 }
 
 /// A connected engine, with the API version negotiated down to what it speaks.
@@ -87,6 +96,75 @@ impl Engine {
             image,
             reason: "the engine reported no digest for the push".into(),
         })
+    }
+
+    /// Builds a tar context with the classic builder and tags the result `tag`. Every line of
+    /// the build log is handed to `on_line`.
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        dockerfile: &str,
+        tag: &str,
+        options: &BuildOptions,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(), DockerError> {
+        let build_args: HashMap<&str, &str> = options
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let labels: HashMap<&str, &str> = options
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut builder = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .pull(if options.pull { "true" } else { "" })
+            .nocache(options.no_cache)
+            .buildargs(&build_args)
+            .labels(&labels);
+        if let Some(target) = &options.target {
+            builder = builder.target(target);
+        }
+        if let Some(platform) = &options.platform {
+            builder = builder.platform(platform);
+        }
+        let mut stream = self.docker.build_image(
+            builder.build(),
+            None,
+            Some(bollard::body_full(context.into())),
+        );
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| DockerError::Build(e.to_string()))?;
+            if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .for_each(&mut on_line);
+            }
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(DockerError::Build(message));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tags the local image `source` as `repository:tag`.
+    pub async fn tag(&self, source: &str, repository: &str, tag: &str) -> Result<(), DockerError> {
+        let options = TagImageOptionsBuilder::default()
+            .repo(repository)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(|e| DockerError::Tag {
+                image: format!("{repository}:{tag}"),
+                reason: e.to_string(),
+            })
     }
 }
 

@@ -2,6 +2,7 @@
 //! commits. Stages live in their own modules; shared pieces (registry, cluster, yaml, report)
 //! sit beside them.
 
+pub mod build;
 pub mod chart;
 pub mod cli;
 pub mod cluster;
@@ -9,6 +10,7 @@ pub mod credentials;
 pub mod docker;
 pub mod doctor;
 pub mod helm;
+pub mod lock;
 pub mod registry;
 pub mod report;
 pub mod sources;

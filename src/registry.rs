@@ -19,6 +19,8 @@ use crate::credentials::Credential;
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 const TIMEOUT: Duration = Duration::from_secs(20);
+const RETRY_ATTEMPTS: u32 = 4;
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(250);
 
 /// A registry request that failed; never carries a credential.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,7 @@ impl Registry {
 
     /// `GET /v2/`: the registry answers and accepts our credentials (if it asks for them).
     pub async fn ping(&self) -> Result<PingOutcome, RegistryError> {
-        let (response, authenticated) = self.send(Method::GET, "/v2/", None).await?;
+        let (response, authenticated) = self.send(Method::GET, "/v2/", None, None).await?;
         self.expect_success(&response, "/v2/")?;
         Ok(PingOutcome {
             authenticated,
@@ -125,7 +127,7 @@ impl Registry {
     ) -> Result<String, RegistryError> {
         let path = format!("/v2/{repository}/manifests/{reference}");
         let scope = format!("repository:{repository}:pull");
-        let (response, _) = self.send(Method::HEAD, &path, Some(&scope)).await?;
+        let (response, _) = self.send(Method::HEAD, &path, Some(&scope), None).await?;
         let what = format!("{repository}:{reference}");
         if response.status() == StatusCode::NOT_FOUND {
             return Err(RegistryError::NotFound {
@@ -144,6 +146,75 @@ impl Registry {
                 reason: format!("{what}: no Docker-Content-Digest header in the manifest HEAD"),
             })?;
         Ok(digest.to_string())
+    }
+
+    /// The compressed size of an image manifest's config and layers (0 for an index).
+    pub async fn image_size(&self, repository: &str, digest: &str) -> Result<u64, RegistryError> {
+        let scope = format!("repository:{repository}:pull");
+        let what = format!("{repository}@{digest}");
+        let path = format!("/v2/{repository}/manifests/{digest}");
+        let (response, _) = self.send(Method::GET, &path, Some(&scope), None).await?;
+        self.expect_success(&response, &what)?;
+        #[derive(serde::Deserialize)]
+        struct Descriptor {
+            size: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Manifest {
+            config: Option<Descriptor>,
+            #[serde(default)]
+            layers: Vec<Descriptor>,
+        }
+        let manifest: Manifest = response.json().await.map_err(|e| RegistryError::Protocol {
+            host: self.host.clone(),
+            reason: format!("{what}: manifest: {}", describe(&e)),
+        })?;
+        Ok(manifest.config.map_or(0, |c| c.size)
+            + manifest.layers.iter().map(|l| l.size).sum::<u64>())
+    }
+
+    /// Points `tag` at the manifest `digest` of `repository` without moving any blob: the
+    /// manifest is read and written back under the new tag.
+    pub async fn put_tag(
+        &self,
+        repository: &str,
+        digest: &str,
+        tag: &str,
+    ) -> Result<(), RegistryError> {
+        let scope = format!("repository:{repository}:pull,push");
+        let what = format!("{repository}@{digest}");
+        let (response, _) = self
+            .send(
+                Method::GET,
+                &format!("/v2/{repository}/manifests/{digest}"),
+                Some(&scope),
+                None,
+            )
+            .await?;
+        self.expect_success(&response, &what)?;
+        let media_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/vnd.docker.distribution.manifest.v2+json")
+            .to_string();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::Protocol {
+                host: self.host.clone(),
+                reason: format!("{what}: {}", describe(&e)),
+            })?;
+        let path = format!("/v2/{repository}/manifests/{tag}");
+        let (response, _) = self
+            .send(
+                Method::PUT,
+                &path,
+                Some(&scope),
+                Some((media_type, body.to_vec())),
+            )
+            .await?;
+        self.expect_success(&response, &format!("{repository}:{tag}"))
     }
 
     fn expect_success(&self, response: &Response, what: &str) -> Result<(), RegistryError> {
@@ -171,12 +242,20 @@ impl Registry {
         method: Method,
         path: &str,
         scope: Option<&str>,
+        body: Option<(String, Vec<u8>)>,
     ) -> Result<(Response, bool), RegistryError> {
         let url = format!("{}{}", self.base, path);
         let request = || {
-            self.http
+            let builder = self
+                .http
                 .request(method.clone(), &url)
-                .header(ACCEPT, MANIFEST_ACCEPT)
+                .header(ACCEPT, MANIFEST_ACCEPT);
+            match &body {
+                Some((media_type, bytes)) => builder
+                    .header(reqwest::header::CONTENT_TYPE, media_type)
+                    .body(bytes.clone()),
+                None => builder,
+            }
         };
         let cached = self.bearer.lock().await.clone();
         let first = match &cached {
@@ -248,14 +327,54 @@ impl Registry {
             })
     }
 
+    /// Sends with bounded retries: connection failures, timeouts and 5xx answers are tried again
+    /// with exponential backoff, everything else is answered at once.
     async fn execute(&self, request: RequestBuilder) -> Result<Response, RegistryError> {
-        request
-            .send()
-            .await
-            .map_err(|error| RegistryError::Unreachable {
+        let mut delay = RETRY_BASE_DELAY;
+        let mut attempt = 1;
+        loop {
+            let last = attempt == RETRY_ATTEMPTS;
+            // Every request here has an in-memory body, so it can always be cloned.
+            let this_try = request.try_clone().ok_or_else(|| RegistryError::Protocol {
                 host: self.host.clone(),
-                reason: describe(&error),
-            })
+                reason: "a streaming request cannot be retried".into(),
+            })?;
+            match this_try.send().await {
+                Ok(response) if response.status().is_server_error() && !last => {}
+                Ok(response) => return Ok(response),
+                Err(error) if (error.is_connect() || error.is_timeout()) && !last => {}
+                Err(error) => {
+                    return Err(RegistryError::Unreachable {
+                        host: self.host.clone(),
+                        reason: format!(
+                            "{} (attempt {attempt} of {RETRY_ATTEMPTS})",
+                            describe(&error)
+                        ),
+                    });
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            attempt += 1;
+        }
+    }
+}
+
+/// The registry host of a reference, with Docker's rule: the first path component is a host
+/// when it has a `.` or `:` or is `localhost`; otherwise the image lives on Docker Hub.
+pub fn registry_host(reference: &str) -> String {
+    split_repository(reference).0
+}
+
+/// A repository reference split into its registry host and its path there
+/// (`nginx` -> `docker.io`, `library/nginx`).
+pub fn split_repository(repository: &str) -> (String, String) {
+    match repository.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            (first.to_string(), rest.to_string())
+        }
+        Some(_) => ("docker.io".to_string(), repository.to_string()),
+        None => ("docker.io".to_string(), format!("library/{repository}")),
     }
 }
 
@@ -385,6 +504,31 @@ mod tests {
             None
         );
         assert_eq!(parse_challenge(None), None);
+    }
+
+    #[test]
+    fn splits_repositories_like_docker() {
+        assert_eq!(
+            split_repository("nginx"),
+            ("docker.io".into(), "library/nginx".into())
+        );
+        assert_eq!(
+            split_repository("bitnami/redis"),
+            ("docker.io".into(), "bitnami/redis".into())
+        );
+        assert_eq!(
+            split_repository("ghcr.io/a/b"),
+            ("ghcr.io".into(), "a/b".into())
+        );
+        assert_eq!(
+            split_repository("127.0.0.1:5000/x"),
+            ("127.0.0.1:5000".into(), "x".into())
+        );
+        assert_eq!(
+            split_repository("localhost/x"),
+            ("localhost".into(), "x".into())
+        );
+        assert_eq!(registry_host("nginx"), "docker.io");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use crate::build::{BuildReport, Outcome};
 use crate::doctor::Check;
 
 /// `--output` of every command.
@@ -40,6 +41,169 @@ pub fn write_checks(
                 }
             }
             Ok(())
+        }
+    }
+}
+
+/// Writes the build report: a line per image, then each failure with its last log lines.
+pub fn write_build(
+    out: &mut impl Write,
+    report: &BuildReport,
+    format: OutputFormat,
+) -> std::io::Result<()> {
+    if format == OutputFormat::Json {
+        return writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(report).map_err(std::io::Error::other)?
+        );
+    }
+    let width = report
+        .images
+        .iter()
+        .map(|i| i.image.len())
+        .max()
+        .unwrap_or(0);
+    for image in &report.images {
+        let outcome = match image.outcome {
+            Outcome::Built => "built ",
+            Outcome::Cached => "cached",
+            Outcome::Failed => "FAILED",
+        };
+        let digest = image.digest.as_deref().unwrap_or("-");
+        writeln!(
+            out,
+            "{outcome}  {:width$}  {}@{digest}  {:.1}s{}",
+            image.image,
+            image.repository,
+            image.duration_ms as f64 / 1000.0,
+            image
+                .image_bytes
+                .map(|b| format!("  {} image", human_bytes(b)))
+                .unwrap_or_default()
+        )?;
+    }
+    for image in report
+        .images
+        .iter()
+        .filter(|i| i.outcome == Outcome::Failed)
+    {
+        writeln!(
+            out,
+            "\n{}: {}",
+            image.image,
+            image.error.as_deref().unwrap_or("failed")
+        )?;
+        for line in &image.log_tail {
+            writeln!(out, "  | {line}")?;
+        }
+    }
+    match &report.lock {
+        Some(lock) => writeln!(out, "images lock: {}", lock.display()),
+        None => writeln!(out, "images lock not written: a build failed"),
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Live progress of work on several named items (images, objects): a spinner line per item on a
+/// terminal, timestamped plain lines prefixed with the item's name elsewhere (CI, pipes).
+pub struct Progress {
+    mode: ProgressMode,
+}
+
+enum ProgressMode {
+    Live {
+        bars: indicatif::MultiProgress,
+        items: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    },
+    Plain {
+        start: std::time::Instant,
+    },
+}
+
+impl Progress {
+    /// Live on a terminal unless `CI` is set; plain otherwise.
+    pub fn for_stderr() -> Self {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
+            Progress {
+                mode: ProgressMode::Live {
+                    bars: indicatif::MultiProgress::new(),
+                    items: Default::default(),
+                },
+            }
+        } else {
+            Progress::plain()
+        }
+    }
+
+    /// Plain lines on stderr.
+    pub fn plain() -> Self {
+        Progress {
+            mode: ProgressMode::Plain {
+                start: std::time::Instant::now(),
+            },
+        }
+    }
+
+    /// The item's latest news: replaces its live line, or prints a plain line.
+    pub fn update(&self, item: &str, message: &str) {
+        match &self.mode {
+            ProgressMode::Live { bars, items } => {
+                let mut items = items
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let bar = items.entry(item.to_string()).or_insert_with(|| {
+                    let bar = bars.add(indicatif::ProgressBar::new_spinner());
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {prefix:.bold} {wide_msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(item.to_string());
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    bar
+                });
+                bar.set_message(message.to_string());
+            }
+            ProgressMode::Plain { start } => {
+                // A closed stderr (a pipe whose reader went away) must not stop the work.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "[{:>7.2}s] {item}: {message}",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+
+    /// The item is done: its line stays with `message`.
+    pub fn finish(&self, item: &str, message: &str) {
+        match &self.mode {
+            ProgressMode::Live { items, .. } => {
+                let items = items
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(bar) = items.get(item) {
+                    bar.finish_with_message(message.to_string());
+                }
+            }
+            ProgressMode::Plain { .. } => self.update(item, message),
         }
     }
 }

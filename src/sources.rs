@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::yaml::{self, YamlError};
 
@@ -194,6 +195,11 @@ struct RawOverride {
     #[serde(default)]
     preresolved: bool,
     tag_selection: Option<yaml_serde::Value>,
+    // Written by kbld's and umbrella's lock outputs; informational only.
+    #[serde(rename = "origins", default)]
+    _origins: Option<IgnoredAny>,
+    #[serde(rename = "metadata", default)]
+    _metadata: Option<IgnoredAny>,
 }
 
 impl TryFrom<RawOverride> for Override {
@@ -286,8 +292,11 @@ pub struct SearchRule {
 struct RawDocument {
     api_version: String,
     kind: String,
-    metadata: Option<yaml_serde::Value>,
-    minimum_required_version: Option<String>,
+    // Accepted as kbld accepts them; umbrella has no use for either.
+    #[serde(rename = "metadata", default)]
+    _metadata: Option<IgnoredAny>,
+    #[serde(rename = "minimumRequiredVersion", default)]
+    _minimum_required_version: Option<IgnoredAny>,
     #[serde(default)]
     sources: Vec<Source>,
     #[serde(default)]
@@ -374,7 +383,6 @@ impl KbldConfig {
         if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
             return Err(format!("kind {} cannot hold `{field}`", document.kind));
         }
-        let _ = (document.metadata, document.minimum_required_version);
         self.sources.extend(document.sources);
         self.destinations.extend(document.destinations);
         self.overrides.extend(document.overrides);
@@ -405,20 +413,13 @@ impl KbldConfig {
         let mut hosts: Vec<String> = self
             .destinations
             .iter()
-            .map(|d| registry_host(d.new_image.as_deref().unwrap_or(d.image.as_str())))
+            .map(|d| {
+                crate::registry::registry_host(d.new_image.as_deref().unwrap_or(d.image.as_str()))
+            })
             .collect();
         hosts.sort();
         hosts.dedup();
         hosts
-    }
-}
-
-/// The registry host of a reference, with Docker's rule: the first path component is a host
-/// when it has a `.` or `:` or is `localhost`; otherwise the image lives on Docker Hub.
-pub fn registry_host(reference: &str) -> String {
-    match reference.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
-        _ => "docker.io".to_string(),
     }
 }
 
@@ -594,14 +595,5 @@ searchRules:
         assert!(!repo.matches("127.0.0.1:5000/app2:1.0"));
         assert!(ImageMatch::Image("app".into()).matches("app"));
         assert!(!ImageMatch::Image("app".into()).matches("app:1"));
-    }
-
-    #[test]
-    fn registry_hosts_follow_docker_rules() {
-        assert_eq!(registry_host("nginx"), "docker.io");
-        assert_eq!(registry_host("library/nginx:1"), "docker.io");
-        assert_eq!(registry_host("ghcr.io/a/b"), "ghcr.io");
-        assert_eq!(registry_host("127.0.0.1:5000/a"), "127.0.0.1:5000");
-        assert_eq!(registry_host("localhost/a"), "localhost");
     }
 }

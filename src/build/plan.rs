@@ -1,0 +1,270 @@
+//! From `sources.yaml` to one checked build plan per source, before anything is built: every
+//! problem is found up front and named by source and field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::sources::{KbldConfig, Source};
+
+/// How one image is built and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The image name as the chart writes it (kbld's `image`/`imageRepo`).
+    pub image: String,
+    /// The context directory as written in `sources.yaml`, relative to the repository.
+    pub path: String,
+    pub context_dir: PathBuf,
+    /// The Dockerfile, relative to the context.
+    pub dockerfile: String,
+    /// The repository pushed to (`newImage`).
+    pub repository: String,
+    pub extra_tags: Vec<String>,
+    pub options: BuildOptions,
+}
+
+/// The options that change what is built; all of them are part of the content key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BuildOptions {
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub pull: bool,
+    pub no_cache: bool,
+}
+
+/// The rawOptions umbrella understands; anything else is refused rather than ignored.
+const SUPPORTED_RAW_OPTIONS: &str =
+    "--build-arg, --platform, --label, --target, --pull, --no-cache";
+
+/// Plans every source of `config` (or only those named in `only`). All problems are returned
+/// together, each naming the source and the field.
+pub fn plan(config: &KbldConfig, root: &Path, only: &[String]) -> Result<Vec<Plan>, Vec<String>> {
+    let mut problems = Vec::new();
+    for name in only {
+        if !config.sources.iter().any(|s| s.image.as_str() == name) {
+            let known: Vec<&str> = config.sources.iter().map(|s| s.image.as_str()).collect();
+            problems.push(format!(
+                "--only {name}: no such source (sources: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    let mut plans = Vec::new();
+    for source in &config.sources {
+        if !only.is_empty() && !only.iter().any(|n| n == source.image.as_str()) {
+            continue;
+        }
+        match plan_source(config, source, root) {
+            Ok(plan) => plans.push(plan),
+            Err(mut errors) => problems.append(&mut errors),
+        }
+    }
+    if problems.is_empty() {
+        Ok(plans)
+    } else {
+        Err(problems)
+    }
+}
+
+fn plan_source(config: &KbldConfig, source: &Source, root: &Path) -> Result<Plan, Vec<String>> {
+    let name = source.image.as_str();
+    let mut problems = Vec::new();
+    let context_dir = root.join(&source.path);
+    let dockerfile = source
+        .docker
+        .file
+        .clone()
+        .unwrap_or_else(|| "Dockerfile".into());
+    if !context_dir.is_dir() {
+        problems.push(format!(
+            "source {name}: field `path`: directory {} does not exist",
+            context_dir.display()
+        ));
+    } else if !context_dir.join(&dockerfile).is_file() {
+        problems.push(format!(
+            "source {name}: field `docker.build.file`: {} does not exist",
+            context_dir.join(&dockerfile).display()
+        ));
+    }
+    if source.docker.buildkit == Some(true) {
+        problems.push(format!(
+            "source {name}: field `docker.build.buildkit`: BuildKit builds are not supported yet; remove it to use the classic builder"
+        ));
+    }
+    let mut options = BuildOptions {
+        target: source.docker.target.clone(),
+        pull: source.docker.pull.unwrap_or(false),
+        no_cache: source.docker.no_cache.unwrap_or(false),
+        ..Default::default()
+    };
+    if let Err(e) = apply_raw_options(&source.docker.raw_options, &mut options) {
+        problems.push(format!(
+            "source {name}: field `docker.build.rawOptions`: {e}"
+        ));
+    }
+    let destination = config.destination_for(name);
+    let repository = destination
+        .and_then(|d| d.new_image.clone())
+        .unwrap_or_else(|| name.to_string());
+    if repository.contains('@') || crate::sources::repository_of(&repository) != repository {
+        problems.push(format!(
+            "source {name}: destination `newImage` {repository}: must be a repository without tag or digest"
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Plan {
+        image: name.to_string(),
+        path: source.path.clone(),
+        context_dir,
+        dockerfile,
+        repository,
+        extra_tags: destination.map(|d| d.tags.clone()).unwrap_or_default(),
+        options,
+    })
+}
+
+/// Applies `docker build` flags given as kbld `rawOptions` (`--flag value` or `--flag=value`).
+pub fn apply_raw_options(raw: &[String], options: &mut BuildOptions) -> Result<(), String> {
+    let mut tokens = raw.iter();
+    while let Some(token) = tokens.next() {
+        let (flag, inline) = match token.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+            _ => (token.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| tokens.next().cloned())
+                .ok_or_else(|| format!("`{flag}` needs a value"))
+        };
+        match flag {
+            "--build-arg" => {
+                let arg = value()?;
+                match arg.split_once('=') {
+                    Some((key, val)) => {
+                        options.build_args.insert(key.to_string(), val.to_string());
+                    }
+                    // Docker's rule: `--build-arg KEY` takes KEY from the environment, if set.
+                    None => {
+                        if let Ok(val) = std::env::var(&arg) {
+                            options.build_args.insert(arg, val);
+                        }
+                    }
+                }
+            }
+            "--label" => {
+                let label = value()?;
+                let (key, val) = label.split_once('=').unwrap_or((label.as_str(), ""));
+                options.labels.insert(key.to_string(), val.to_string());
+            }
+            "--platform" => options.platform = Some(value()?),
+            "--target" => options.target = Some(value()?),
+            "--pull" => options.pull = true,
+            "--no-cache" => options.no_cache = true,
+            other => {
+                return Err(format!(
+                    "`{other}` is not supported (supported: {SUPPORTED_RAW_OPTIONS})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The content key: what the context holds, which Dockerfile, and every build option.
+/// Same key, same image: a key already in the destination is not built again.
+pub fn content_key(context_digest: &str, plan: &Plan) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"umbrella-build-key-v1\n");
+    hasher.update(context_digest.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(plan.dockerfile.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(
+        serde_json::to_string(&plan.options)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    hex::encode(hasher.finalize())
+}
+
+/// The tag that carries the content key in the destination repository.
+pub fn key_tag(key: &str) -> String {
+    format!("umbrella-{}", &key[..32.min(key.len())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(tokens: &[&str]) -> Result<BuildOptions, String> {
+        let mut options = BuildOptions::default();
+        apply_raw_options(
+            &tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            &mut options,
+        )?;
+        Ok(options)
+    }
+
+    #[test]
+    fn raw_options_both_spellings() {
+        let options = raw(&[
+            "--build-arg",
+            "A=1",
+            "--build-arg=B=2=3",
+            "--platform",
+            "linux/amd64",
+            "--label=x=y",
+            "--no-cache",
+            "--target",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(options.build_args.get("A").map(String::as_str), Some("1"));
+        assert_eq!(options.build_args.get("B").map(String::as_str), Some("2=3"));
+        assert_eq!(options.platform.as_deref(), Some("linux/amd64"));
+        assert_eq!(options.labels.get("x").map(String::as_str), Some("y"));
+        assert!(options.no_cache);
+        assert_eq!(options.target.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn unsupported_or_incomplete_raw_options_are_refused() {
+        let err = raw(&["--squash"]).unwrap_err();
+        assert!(err.contains("`--squash` is not supported"), "{err}");
+        let err = raw(&["--build-arg"]).unwrap_err();
+        assert!(err.contains("`--build-arg` needs a value"), "{err}");
+    }
+
+    fn plan_for(options: BuildOptions) -> Plan {
+        Plan {
+            image: "a".into(),
+            path: "a".into(),
+            context_dir: PathBuf::from("a"),
+            dockerfile: "Dockerfile".into(),
+            repository: "r/a".into(),
+            extra_tags: vec![],
+            options,
+        }
+    }
+
+    #[test]
+    fn key_changes_with_options_and_context_only() {
+        let base = content_key("ctx", &plan_for(BuildOptions::default()));
+        assert_eq!(base, content_key("ctx", &plan_for(BuildOptions::default())));
+        assert_ne!(
+            base,
+            content_key("ctx2", &plan_for(BuildOptions::default()))
+        );
+        let mut with_arg = BuildOptions::default();
+        with_arg.build_args.insert("A".into(), "1".into());
+        assert_ne!(base, content_key("ctx", &plan_for(with_arg)));
+        assert_eq!(key_tag(&base).len(), "umbrella-".len() + 32);
+    }
+}
