@@ -31,6 +31,8 @@ pub enum Origin {
     },
     /// Resolved from a tag by asking its registry.
     Resolved { url: String, tag: String },
+    /// Given by an override of `sources.yaml`, used as is.
+    Preresolved { url: String },
 }
 
 /// One pinned image.

@@ -79,16 +79,18 @@ impl Registry {
         let https = format!("https://{}", api_host(host));
         let base = match http.get(format!("{https}/v2/")).send().await {
             Ok(_) => https,
-            Err(error)
-                if plain_http_allowed(host) && (error.is_connect() || error.is_request()) =>
-            {
-                format!("http://{}", api_host(host))
-            }
             Err(error) => {
-                return Err(RegistryError::Unreachable {
+                let unreachable = RegistryError::Unreachable {
                     host: host.to_string(),
                     reason: describe(&error),
-                });
+                };
+                // Plain HTTP only when a registry really answers there: a TLS registry whose
+                // certificate is not trusted must say so, not be talked to in clear text.
+                let http_base = format!("http://{}", api_host(host));
+                if !plain_http_allowed(host) || !answers_as_registry(&http, &http_base).await {
+                    return Err(unreachable);
+                }
+                http_base
             }
         };
         Ok(Registry {
@@ -375,6 +377,19 @@ pub fn split_repository(repository: &str) -> (String, String) {
         }
         Some(_) => ("docker.io".to_string(), repository.to_string()),
         None => ("docker.io".to_string(), format!("library/{repository}")),
+    }
+}
+
+/// Whether `base` answers `/v2/` as an OCI registry (200 or 401 with the distribution header).
+async fn answers_as_registry(http: &reqwest::Client, base: &str) -> bool {
+    match http.get(format!("{base}/v2/")).send().await {
+        Ok(response) => {
+            matches!(response.status(), StatusCode::OK | StatusCode::UNAUTHORIZED)
+                && response
+                    .headers()
+                    .contains_key("Docker-Distribution-API-Version")
+        }
+        Err(_) => false,
     }
 }
 

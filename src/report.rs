@@ -4,6 +4,7 @@ use std::io::Write;
 
 use crate::build::{BuildReport, Outcome};
 use crate::doctor::Check;
+use crate::render::Rendered;
 
 /// `--output` of every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -102,6 +103,34 @@ pub fn write_build(
         Some(lock) => writeln!(out, "images lock: {}", lock.display()),
         None => writeln!(out, "images lock not written: a build failed"),
     }
+}
+
+/// Writes what a render produced: apps, pinned images, where it went.
+pub fn write_render(
+    out: &mut impl Write,
+    rendered: &Rendered,
+    format: OutputFormat,
+) -> std::io::Result<()> {
+    if format == OutputFormat::Json {
+        return writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(rendered).map_err(std::io::Error::other)?
+        );
+    }
+    for app in &rendered.apps {
+        writeln!(out, "app {:<24} {} objects", app.name, app.objects)?;
+    }
+    for image in &rendered.images {
+        writeln!(out, "image {} -> {}", image.image, image.new_image)?;
+    }
+    writeln!(
+        out,
+        "rendered {} into {} ({} registry lookups)",
+        rendered.env,
+        rendered.state_dir.display(),
+        rendered.registry_lookups
+    )
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -33,11 +33,12 @@ pub struct Revision {
     pub dirty: bool,
 }
 
-/// The HEAD commit of the repository at `root`, and whether `path` (relative) has changes.
-/// `None` outside a repository or before the first commit.
+/// The last commit that changed `path` (relative; like `git log -1 -- path`), and whether the
+/// work tree has changes under it. Not HEAD: a state commit must not change the origin of an
+/// image whose sources did not change. `None` outside a repository or before the first commit.
 pub fn revision_of(root: &Path, path: &str) -> Option<Revision> {
     let repo = git2::Repository::discover(root).ok()?;
-    let sha = repo.head().ok()?.peel_to_commit().ok()?.id().to_string();
+    let sha = last_commit_touching(&repo, Path::new(path))?.to_string();
     let remote_url = repo
         .find_remote("origin")
         .ok()
@@ -56,4 +57,170 @@ pub fn revision_of(root: &Path, path: &str) -> Option<Revision> {
         remote_url,
         dirty,
     })
+}
+
+fn last_commit_touching(repo: &git2::Repository, path: &Path) -> Option<git2::Oid> {
+    let entry_id =
+        |commit: &git2::Commit<'_>| commit.tree().ok()?.get_path(path).ok().map(|e| e.id());
+    let mut commit = repo.head().ok()?.peel_to_commit().ok()?;
+    let mut content = entry_id(&commit);
+    // Follow first parents while the entry stays the same; the commit before it changed wins.
+    while let Ok(parent) = commit.parent(0) {
+        let parent_content = entry_id(&parent);
+        if parent_content != content {
+            break;
+        }
+        commit = parent;
+        content = parent_content;
+    }
+    Some(commit.id())
+}
+
+/// What `commit` needs to know.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub root: PathBuf,
+    pub env: String,
+    pub allow_dirty: bool,
+    pub allow_detached: bool,
+    /// `Name <email>`; else git's configuration, else `GIT_AUTHOR_NAME`/`GIT_AUTHOR_EMAIL`.
+    pub author: Option<String>,
+}
+
+/// What `commit` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed {
+        id: String,
+        message: String,
+    },
+    /// The state of the environment is already what HEAD holds.
+    Unchanged,
+}
+
+/// Why nothing was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Records `umbrella-state/<env>/` (additions, changes, deletions) and nothing else as a
+/// commit on HEAD, with trailers naming the source commit, the environment and built images.
+pub fn commit_state(
+    request: &CommitRequest,
+    built_images: &[String],
+) -> Result<CommitOutcome, CommitError> {
+    let repo = git2::Repository::discover(&request.root)?;
+    let prefix = format!("{}/{}", crate::render::STATE_DIR, request.env);
+    let head = repo.head().and_then(|h| h.peel_to_commit()).map_err(|_| {
+        CommitError::Refused("the repository has no commit yet: commit the sources first".into())
+    })?;
+    if repo.head_detached()? && !request.allow_detached {
+        return Err(CommitError::Refused(
+            "HEAD is detached: check out a branch, or pass --allow-detached".into(),
+        ));
+    }
+    let mut index = repo.index()?;
+    let staged_elsewhere = paths_outside(
+        &repo.diff_tree_to_index(Some(&head.tree()?), Some(&index), None)?,
+        &prefix,
+    );
+    if !staged_elsewhere.is_empty() {
+        return Err(CommitError::Refused(format!(
+            "other paths are staged ({}): a state commit holds only {prefix}/; unstage them first",
+            staged_elsewhere.join(", ")
+        )));
+    }
+    if !request.allow_dirty {
+        let dirty = dirty_sources(&repo)?;
+        if !dirty.is_empty() {
+            return Err(CommitError::Refused(format!(
+                "the source tree has uncommitted changes ({}): the state would not match any source commit; commit them, or pass --allow-dirty",
+                dirty.join(", ")
+            )));
+        }
+    }
+    index.add_all([&prefix], git2::IndexAddOption::DEFAULT, None)?;
+    index.update_all([&prefix], None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    if tree.id() == head.tree()?.id() {
+        return Ok(CommitOutcome::Unchanged);
+    }
+    let source = head.id().to_string();
+    let mut message = format!(
+        "umbrella: render {} at {}\n\nSource-Commit: {source}\nEnvironment: {}\n",
+        request.env,
+        &source[..12],
+        request.env
+    );
+    for image in built_images {
+        message.push_str(&format!("Image: {image}\n"));
+    }
+    let signature = signature(&repo, request.author.as_deref())?;
+    let id = repo.commit(
+        Some("HEAD"),
+        &signature,
+        &signature,
+        &message,
+        &tree,
+        &[&head],
+    )?;
+    Ok(CommitOutcome::Committed {
+        id: id.to_string(),
+        message,
+    })
+}
+
+fn paths_outside(diff: &git2::Diff<'_>, prefix: &str) -> Vec<String> {
+    diff.deltas()
+        .filter_map(|d| {
+            d.new_file()
+                .path()
+                .or(d.old_file().path())
+                .map(|p| p.display().to_string())
+        })
+        .filter(|p| !p.starts_with(&format!("{prefix}/")))
+        .collect()
+}
+
+fn dirty_sources(repo: &git2::Repository) -> Result<Vec<String>, git2::Error> {
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let state = format!("{}/", crate::render::STATE_DIR);
+    Ok(repo
+        .statuses(Some(&mut options))?
+        .iter()
+        .filter_map(|entry| entry.path().ok().map(str::to_string))
+        .filter(|path| !path.starts_with(&state))
+        .collect())
+}
+
+fn signature(
+    repo: &git2::Repository,
+    author: Option<&str>,
+) -> Result<git2::Signature<'static>, CommitError> {
+    if let Some(author) = author {
+        let (name, email) = author
+            .rsplit_once('<')
+            .map(|(name, email)| (name.trim(), email.trim_end_matches('>').trim()))
+            .filter(|(name, email)| !name.is_empty() && email.contains('@'))
+            .ok_or_else(|| {
+                CommitError::Refused(format!("--author `{author}`: expected `Name <email>`"))
+            })?;
+        return Ok(git2::Signature::now(name, email)?);
+    }
+    if let Ok(signature) = repo.signature() {
+        return Ok(signature.to_owned());
+    }
+    // A fresh CI clone often has no git identity: take the usual variables, else umbrella's own.
+    let name = std::env::var("GIT_AUTHOR_NAME").unwrap_or_else(|_| "umbrella".into());
+    let email = std::env::var("GIT_AUTHOR_EMAIL").unwrap_or_else(|_| "umbrella@localhost".into());
+    Ok(git2::Signature::now(&name, &email)?)
 }

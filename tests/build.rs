@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 use umbrella::registry::Registry;
 
-use common::{example_repository, testenv, unique};
+use common::{example_repository, fresh_example, testenv, unique};
 
 /// Runs `umbrella build -o json` in `repo`; returns the exit code, the JSON report (if any) and
 /// stderr.
@@ -48,17 +48,6 @@ fn outcomes(report: &Value) -> Vec<(String, String)> {
 
 fn pair(image: &str, outcome: &str) -> (String, String) {
     (image.to_string(), outcome.to_string())
-}
-
-/// The example repository with its destinations moved to a repository path of its own, so that
-/// every test starts from images that were never pushed.
-fn fresh_example(registry: &str) -> (tempfile::TempDir, String) {
-    let repo = example_repository();
-    let prefix = unique("build");
-    let sources = std::fs::read_to_string(repo.path().join("sources.yaml")).expect("read");
-    let sources = sources.replace("127.0.0.1:5000/umbrella/", &format!("{registry}/{prefix}/"));
-    std::fs::write(repo.path().join("sources.yaml"), sources).expect("write");
-    (repo, prefix)
 }
 
 fn lock_text(repo: &Path) -> String {

@@ -36,15 +36,19 @@ up_docker() {
   elif docker_ping unix:///var/run/docker.sock; then
     host=unix:///var/run/docker.sock
     log "reusing the Docker engine at $host"
-  else
+    else
+    # Debian's engine only when none is reachable: installing it beside another distribution's
+    # engine (GitHub's runners) would fight over containerd and runc.
+    command -v dockerd >/dev/null || ensure_packages docker.io
     mkdir -p "$OWN_DOCKER_DIR"
     log "starting dockerd ($OWN_DOCKER_HOST)"
     start_daemon dockerd dockerd --data-root "$OWN_DOCKER_DIR/data" --exec-root "$OWN_DOCKER_DIR/exec" \
       --host "$OWN_DOCKER_HOST" --pidfile "$OWN_DOCKER_DIR/dockerd.pid"
     host=$OWN_DOCKER_HOST
   fi
-  wait_until dockerd 60 docker_ping "$host"
+    wait_until dockerd 60 docker_ping "$host"
   echo "$host" >"$TESTENV_RUN/docker-host"
+  command -v docker >/dev/null || ensure_packages docker.io
 }
 
 pki_dir() { echo "$TESTENV_RUN/pki"; }

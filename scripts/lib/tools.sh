@@ -48,7 +48,7 @@ build_kubernetes() {
   dir=$(go_tool_dir kubernetes "$K8S_VERSION")
   [ -x "$dir/bin/kube-apiserver" ] && [ -x "$dir/bin/kubectl" ] &&
     [ -x "$dir/bin/kube-controller-manager" ] && [ -x "$dir/bin/kube-scheduler" ] && return 0
-  log "building kubernetes $K8S_VERSION: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cached in $dir; 20-40 minutes the first time)"
+  log "building kubernetes $K8S_VERSION: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cached in $dir; about 5-10 minutes on 2 cores the first time)"
   wrapper_module "$dir" k8s.io/kubernetes "$K8S_VERSION" || die "kubernetes: go.mod setup failed"
   gomod=$(cd "$dir/src" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
   [ -f "$gomod" ] || die "kubernetes: cannot download go.mod of k8s.io/kubernetes@$K8S_VERSION"

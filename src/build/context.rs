@@ -31,7 +31,13 @@ pub struct Context {
 /// Packs `dir` as the Docker CLI would send it: root `.dockerignore` applied, the Dockerfile and
 /// `.dockerignore` always included, symlinks stored as links. Headers carry no owner and a zero
 /// mtime, and entries are sorted, so the same files give the same bytes on every machine.
-pub fn pack(dir: &Path, dockerfile: &str) -> Result<Context, ContextError> {
+/// `external_dockerfile`, when given, is added under the name `dockerfile`: a Dockerfile outside
+/// the context is sent with the context, as the Docker CLI does.
+pub fn pack(
+    dir: &Path,
+    dockerfile: &str,
+    external_dockerfile: Option<&Path>,
+) -> Result<Context, ContextError> {
     let ignore_path = dir.join(".dockerignore");
     let ignore = match std::fs::read_to_string(&ignore_path) {
         Ok(text) => {
@@ -56,6 +62,17 @@ pub fn pack(dir: &Path, dockerfile: &str) -> Result<Context, ContextError> {
         files: 0,
     };
     packer.walk(dir, "")?;
+    if let Some(path) = external_dockerfile {
+        let meta = std::fs::metadata(path).map_err(|source| ContextError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let body = std::fs::read(path).map_err(|source| ContextError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        packer.append(dockerfile, &meta, path, Some(body))?;
+    }
     let tar = packer
         .builder
         .into_inner()
@@ -197,7 +214,7 @@ mod tests {
     #[test]
     fn applies_dockerignore_and_always_sends_build_files() {
         let dir = sample();
-        let context = pack(dir.path(), "Dockerfile").unwrap();
+        let context = pack(dir.path(), "Dockerfile", None).unwrap();
         assert_eq!(
             entries(&context),
             vec![
@@ -214,12 +231,12 @@ mod tests {
     #[test]
     fn same_files_same_digest_and_excluded_changes_do_not_count() {
         let dir = sample();
-        let first = pack(dir.path(), "Dockerfile").unwrap();
+        let first = pack(dir.path(), "Dockerfile", None).unwrap();
         write(dir.path(), "docs/drop.md", "changed, but ignored");
-        let second = pack(dir.path(), "Dockerfile").unwrap();
+        let second = pack(dir.path(), "Dockerfile", None).unwrap();
         assert_eq!(first.digest, second.digest);
         write(dir.path(), "docs/keep.md", "changed and re-included");
-        let third = pack(dir.path(), "Dockerfile").unwrap();
+        let third = pack(dir.path(), "Dockerfile", None).unwrap();
         assert_ne!(first.digest, third.digest);
     }
 
@@ -227,10 +244,13 @@ mod tests {
     fn mode_changes_count() {
         use std::os::unix::fs::PermissionsExt;
         let dir = sample();
-        let first = pack(dir.path(), "Dockerfile").unwrap();
+        let first = pack(dir.path(), "Dockerfile", None).unwrap();
         let file = dir.path().join("app/main.txt");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_ne!(first.digest, pack(dir.path(), "Dockerfile").unwrap().digest);
+        assert_ne!(
+            first.digest,
+            pack(dir.path(), "Dockerfile", None).unwrap().digest
+        );
     }
 
     #[test]
@@ -243,7 +263,7 @@ mod tests {
             dir.path().join("app/link"),
         )
         .unwrap();
-        let context = pack(dir.path(), "Dockerfile").unwrap();
+        let context = pack(dir.path(), "Dockerfile", None).unwrap();
         let mut archive = tar::Archive::new(context.tar.as_slice());
         let link = archive
             .entries()
@@ -256,10 +276,41 @@ mod tests {
     }
 
     #[test]
+    fn an_outside_dockerfile_is_sent_with_the_context() {
+        let dir = sample();
+        let outside = tempfile::tempdir().unwrap();
+        write(
+            outside.path(),
+            "Dockerfile.shared",
+            "FROM scratch\nCOPY app /app\n",
+        );
+        let context = pack(
+            dir.path(),
+            ".dockerfile.umbrella",
+            Some(&outside.path().join("Dockerfile.shared")),
+        )
+        .unwrap();
+        assert!(entries(&context).contains(&".dockerfile.umbrella".to_string()));
+        write(outside.path(), "Dockerfile.shared", "FROM scratch\n");
+        let changed = pack(
+            dir.path(),
+            ".dockerfile.umbrella",
+            Some(&outside.path().join("Dockerfile.shared")),
+        )
+        .unwrap();
+        assert_ne!(
+            context.digest, changed.digest,
+            "the Dockerfile's content is part of the key"
+        );
+    }
+
+    #[test]
     fn bad_dockerignore_names_the_file() {
         let dir = sample();
         write(dir.path(), ".dockerignore", "[x\n");
-        let err = pack(dir.path(), "Dockerfile").unwrap_err().to_string();
+        let err = pack(dir.path(), "Dockerfile", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(".dockerignore: .dockerignore line 1"), "{err}");
     }
 }

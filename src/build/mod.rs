@@ -103,6 +103,8 @@ pub enum BuildError {
     Engine(#[from] crate::docker::DockerError),
     #[error("interrupted: builds stopped, no lock written")]
     Interrupted,
+    #[error("a build task stopped unexpectedly: {0}")]
+    Task(String),
     #[error("writing {}: {source}", path.display())]
     Lock {
         path: PathBuf,
@@ -165,14 +167,17 @@ pub async fn build(request: &BuildRequest, progress: Progress) -> Result<BuildRe
         });
     }
     let mut results: Vec<Option<ImageResult>> = vec![None; plans.len()];
+    // One listener for the whole run, so a Ctrl-C between two results is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             next = tasks.join_next() => match next {
                 Some(Ok((index, result))) => results[index] = Some(result),
-                Some(Err(join_error)) => return Err(BuildError::Engine(crate::docker::DockerError::Build(join_error.to_string()))),
+                Some(Err(join_error)) => return Err(BuildError::Task(join_error.to_string())),
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => {
+                        _ = &mut interrupted => {
                 tasks.abort_all();
                 return Err(BuildError::Interrupted);
             }
@@ -295,10 +300,12 @@ async fn run_source(plan: &Plan, shared: &Shared, result: &mut ImageResult) -> R
     progress.update(&plan.image, "hashing the context");
     let dir = plan.context_dir.clone();
     let dockerfile = plan.dockerfile.clone();
-    let context = tokio::task::spawn_blocking(move || context::pack(&dir, &dockerfile))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("context {}: {e}", relative(&shared.root, &plan.context_dir)))?;
+    let external = plan.external_dockerfile.clone();
+    let context =
+        tokio::task::spawn_blocking(move || context::pack(&dir, &dockerfile, external.as_deref()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("context {}: {e}", relative(&shared.root, &plan.context_dir)))?;
     let key = content_key(&context.digest, plan);
     let tag = key_tag(&key);
     result.content_key = Some(key);
@@ -355,22 +362,28 @@ async fn run_source(plan: &Plan, shared: &Shared, result: &mut ImageResult) -> R
 
     progress.update(&plan.image, &format!("pushing {local}"));
     let credential = credential_for(&host).map_err(|e| e.to_string())?;
-    let pushed = shared
-        .engine
-        .push(&plan.repository, &tag, credential.as_ref())
-        .await
-        .map_err(|e| e.to_string())?;
+    let pushed = push(
+        &shared.engine,
+        &host,
+        &plan.repository,
+        &tag,
+        credential.as_ref(),
+    )
+    .await?;
     for extra in &plan.extra_tags {
         shared
             .engine
             .tag(&local, &plan.repository, extra)
             .await
             .map_err(|e| e.to_string())?;
-        let again = shared
-            .engine
-            .push(&plan.repository, extra, credential.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
+        let again = push(
+            &shared.engine,
+            &host,
+            &plan.repository,
+            extra,
+            credential.as_ref(),
+        )
+        .await?;
         if again != pushed {
             return Err(format!(
                 "{}:{extra} was pushed as {again} but {local} as {pushed}",
@@ -395,6 +408,51 @@ async fn run_source(plan: &Plan, shared: &Shared, result: &mut ImageResult) -> R
     result.outcome = Outcome::Built;
     result.digest = Some(served);
     Ok(())
+}
+
+/// Pushes through the engine with bounded retries. A refusal for lack of credentials is not
+/// retried and is said in the same words as the registry checks use.
+async fn push(
+    engine: &Engine,
+    host: &str,
+    repository: &str,
+    tag: &str,
+    credential: Option<&crate::credentials::Credential>,
+) -> Result<String, String> {
+    const ATTEMPTS: u32 = 3;
+    let mut delay = std::time::Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let error = match engine.push(repository, tag, credential).await {
+            Ok(digest) => return Ok(digest),
+            Err(e) => e.to_string(),
+        };
+        let lower = error.to_lowercase();
+        if [
+            "unauthorized",
+            "authentication required",
+            "denied",
+            "no basic auth credentials",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+        {
+            let why = if credential.is_some() {
+                "refused"
+            } else {
+                "missing (run `docker login` for it)"
+            };
+            return Err(format!(
+                "registry {host}: credentials were {why}; the engine said: {error}"
+            ));
+        }
+        if attempt == ATTEMPTS {
+            return Err(format!("{error} (after {ATTEMPTS} attempts)"));
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        attempt += 1;
+    }
 }
 
 fn relative(root: &Path, path: &Path) -> String {

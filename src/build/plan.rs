@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::dockerignore::DockerIgnore;
 use crate::sources::{KbldConfig, Source};
 
 /// How one image is built and where it goes.
@@ -17,8 +18,10 @@ pub struct Plan {
     /// The context directory as written in `sources.yaml`, relative to the repository.
     pub path: String,
     pub context_dir: PathBuf,
-    /// The Dockerfile, relative to the context.
+    /// The Dockerfile's name in the context sent to the engine.
     pub dockerfile: String,
+    /// A Dockerfile outside the context directory, sent under the name `dockerfile`.
+    pub external_dockerfile: Option<PathBuf>,
     /// The repository pushed to (`newImage`).
     pub repository: String,
     pub extra_tags: Vec<String>,
@@ -74,21 +77,30 @@ fn plan_source(config: &KbldConfig, source: &Source, root: &Path) -> Result<Plan
     let name = source.image.as_str();
     let mut problems = Vec::new();
     let context_dir = root.join(&source.path);
-    let dockerfile = source
+    let file = source
         .docker
         .file
         .clone()
         .unwrap_or_else(|| "Dockerfile".into());
+    let (mut dockerfile, mut external_dockerfile) = (file.clone(), None);
     if !context_dir.is_dir() {
         problems.push(format!(
             "source {name}: field `path`: directory {} does not exist",
             context_dir.display()
         ));
-    } else if !context_dir.join(&dockerfile).is_file() {
+    } else if !context_dir.join(&file).is_file() {
         problems.push(format!(
             "source {name}: field `docker.build.file`: {} does not exist",
-            context_dir.join(&dockerfile).display()
+            context_dir.join(&file).display()
         ));
+    } else {
+        (dockerfile, external_dockerfile) = locate_dockerfile(&context_dir, &file);
+        let ignore = context_dir.join(".dockerignore");
+        if let Ok(text) = std::fs::read_to_string(&ignore)
+            && let Err(e) = DockerIgnore::parse(&text, &[])
+        {
+            problems.push(format!("source {name}: {}: {e}", ignore.display()));
+        }
     }
     if source.docker.buildkit == Some(true) {
         problems.push(format!(
@@ -123,10 +135,31 @@ fn plan_source(config: &KbldConfig, source: &Source, root: &Path) -> Result<Plan
         path: source.path.clone(),
         context_dir,
         dockerfile,
+        external_dockerfile,
         repository,
         extra_tags: destination.map(|d| d.tags.clone()).unwrap_or_default(),
         options,
     })
+}
+
+/// The Dockerfile's name inside the context, or, for one outside it (`file: ../Dockerfile`),
+/// the name it is sent under and its path.
+fn locate_dockerfile(context_dir: &Path, file: &str) -> (String, Option<PathBuf>) {
+    let inside = std::fs::canonicalize(context_dir.join(file))
+        .ok()
+        .zip(std::fs::canonicalize(context_dir).ok())
+        .and_then(|(path, dir)| {
+            path.strip_prefix(&dir)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        });
+    match inside {
+        Some(relative) => (relative, None),
+        None => (
+            ".dockerfile.umbrella".to_string(),
+            Some(context_dir.join(file)),
+        ),
+    }
 }
 
 /// Applies `docker build` flags given as kbld `rawOptions` (`--flag value` or `--flag=value`).
@@ -142,6 +175,12 @@ pub fn apply_raw_options(raw: &[String], options: &mut BuildOptions) -> Result<(
                 .clone()
                 .or_else(|| tokens.next().cloned())
                 .ok_or_else(|| format!("`{flag}` needs a value"))
+        };
+        // Boolean flags take `--flag` or `--flag=true|false`, never the next token.
+        let switch = |inline: &Option<String>| match inline.as_deref() {
+            None | Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(format!("`{flag}={other}`: expected true or false")),
         };
         match flag {
             "--build-arg" => {
@@ -165,8 +204,8 @@ pub fn apply_raw_options(raw: &[String], options: &mut BuildOptions) -> Result<(
             }
             "--platform" => options.platform = Some(value()?),
             "--target" => options.target = Some(value()?),
-            "--pull" => options.pull = true,
-            "--no-cache" => options.no_cache = true,
+            "--pull" => options.pull = switch(&inline)?,
+            "--no-cache" => options.no_cache = switch(&inline)?,
             other => {
                 return Err(format!(
                     "`{other}` is not supported (supported: {SUPPORTED_RAW_OPTIONS})"
@@ -232,6 +271,9 @@ mod tests {
         assert_eq!(options.labels.get("x").map(String::as_str), Some("y"));
         assert!(options.no_cache);
         assert_eq!(options.target.as_deref(), Some("t"));
+        let options = raw(&["--pull=false", "--no-cache=true"]).unwrap();
+        assert!(!options.pull && options.no_cache);
+        assert!(raw(&["--pull=maybe"]).is_err());
     }
 
     #[test]
@@ -248,6 +290,7 @@ mod tests {
             path: "a".into(),
             context_dir: PathBuf::from("a"),
             dockerfile: "Dockerfile".into(),
+            external_dockerfile: None,
             repository: "r/a".into(),
             extra_tags: vec![],
             options,

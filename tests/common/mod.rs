@@ -54,3 +54,57 @@ pub fn example_repository() -> tempfile::TempDir {
     git2::Repository::init(dir.path()).expect("git init");
     dir
 }
+
+/// Commits everything in the work tree of `dir` (a test author, whatever git's configuration).
+pub fn commit_all(dir: &Path, message: &str) -> String {
+    let repo = git2::Repository::open(dir).expect("open repository");
+    let mut index = repo.index().expect("index");
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .expect("add");
+    index.update_all(["*"], None).expect("update");
+    index.write().expect("write index");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("find tree");
+    let signature =
+        git2::Signature::now("umbrella tests", "tests@umbrella.invalid").expect("signature");
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(
+        Some("HEAD"),
+        &signature,
+        &signature,
+        message,
+        &tree,
+        &parents,
+    )
+    .expect("commit")
+    .to_string()
+}
+
+/// Runs the umbrella binary in `dir`; returns the exit code, stdout and stderr.
+pub fn umbrella(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_umbrella"))
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run umbrella");
+    (
+        output.status.code().expect("exit code"),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The example repository with its images pushed to a repository path of its own, so a test
+/// starts from images that were never built; returns the repository and that path prefix.
+pub fn fresh_example(registry: &str) -> (tempfile::TempDir, String) {
+    let repo = example_repository();
+    let prefix = unique("t");
+    let sources = std::fs::read_to_string(repo.path().join("sources.yaml")).expect("read");
+    let sources = sources.replace("127.0.0.1:5000/umbrella/", &format!("{registry}/{prefix}/"));
+    std::fs::write(repo.path().join("sources.yaml"), sources).expect("write");
+    (repo, prefix)
+}

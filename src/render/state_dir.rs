@@ -1,0 +1,209 @@
+//! The state directory of one environment: its files in memory, written as a whole (a complete
+//! new directory replaces the old one, or nothing changes), or compared with what is on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::lock::ImagesLock;
+use crate::manifest;
+
+use super::STATE_DIR;
+use super::split::RenderedObject;
+
+/// The images lock of an environment, beside its apps.
+pub const LOCK_FILE: &str = "images.lock.yaml";
+
+/// `umbrella-state/<env>` under the repository root.
+pub fn path(root: &Path, env: &str) -> PathBuf {
+    root.join(STATE_DIR).join(env)
+}
+
+/// Relative path -> content of every file of an environment's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateFiles {
+    pub files: BTreeMap<PathBuf, String>,
+}
+
+impl StateFiles {
+    /// One file per object, `<app>/<kind>-<name>.yaml` (with the namespace too when two objects
+    /// of an app would share a name), and the lock.
+    pub fn from_objects(objects: &[RenderedObject], lock: &ImagesLock) -> Result<Self, String> {
+        let mut files = BTreeMap::new();
+        let mut taken: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for object in objects {
+            let kind = object.kind().to_ascii_lowercase();
+            let plain = PathBuf::from(&object.app).join(format!("{kind}-{}.yaml", object.name()));
+            let path = if taken.contains_key(&plain) {
+                let namespace = object.namespace().unwrap_or("cluster");
+                PathBuf::from(&object.app)
+                    .join(format!("{kind}-{namespace}-{}.yaml", object.name()))
+            } else {
+                plain
+            };
+            if let Some(first) = taken.get(&path) {
+                return Err(format!(
+                    "app {}: {} is rendered twice (from {first} and {}); names must be unique per kind and namespace",
+                    object.app,
+                    object.describe(),
+                    object.source
+                ));
+            }
+            taken.insert(path.clone(), object.source.clone());
+            files.insert(
+                path,
+                format!(
+                    "# Source: {}\n{}",
+                    object.source,
+                    manifest::to_yaml(&object.value)
+                ),
+            );
+        }
+        files.insert(PathBuf::from(LOCK_FILE), lock.to_yaml());
+        Ok(StateFiles { files })
+    }
+
+    /// Reads what is on disk under `dir` (empty when it does not exist).
+    pub fn read(dir: &Path) -> std::io::Result<Self> {
+        let mut files = BTreeMap::new();
+        if dir.is_dir() {
+            read_into(dir, dir, &mut files)?;
+        }
+        Ok(StateFiles { files })
+    }
+
+    /// Writes every file into a new directory beside `dir`, then swaps it in for `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{name}.new-"))
+            .tempdir_in(parent)?;
+        for (relative, content) in &self.files {
+            let path = staging.path().join(relative);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, content)?;
+        }
+        let staged = staging.keep();
+        let swap = || -> std::io::Result<()> {
+            if dir.exists() {
+                let old = tempfile::Builder::new()
+                    .prefix(&format!(".{name}.old-"))
+                    .tempdir_in(parent)?
+                    .keep();
+                std::fs::remove_dir(&old)?;
+                std::fs::rename(dir, &old)?;
+                if let Err(e) = std::fs::rename(&staged, dir) {
+                    // Put the previous state back: nothing changes on failure.
+                    std::fs::rename(&old, dir)?;
+                    return Err(e);
+                }
+                std::fs::remove_dir_all(&old)
+            } else {
+                std::fs::rename(&staged, dir)
+            }
+        };
+        swap().inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&staged);
+        })
+    }
+
+    /// A short unified diff from `before` to `self`; `None` when they are the same.
+    pub fn diff_from(&self, before: &StateFiles, max_lines: usize) -> Option<String> {
+        let paths: std::collections::BTreeSet<&PathBuf> =
+            self.files.keys().chain(before.files.keys()).collect();
+        let mut out = Vec::new();
+        for path in paths {
+            let old = before.files.get(path).map(String::as_str).unwrap_or("");
+            let new = self.files.get(path).map(String::as_str).unwrap_or("");
+            if old == new {
+                continue;
+            }
+            let name = path.display().to_string();
+            let diff = similar::TextDiff::from_lines(old, new);
+            let text = diff
+                .unified_diff()
+                .context_radius(2)
+                .header(&format!("a/{name}"), &format!("b/{name}"))
+                .to_string();
+            out.extend(text.lines().map(str::to_string));
+        }
+        if out.is_empty() {
+            return None;
+        }
+        let total = out.len();
+        out.truncate(max_lines);
+        if total > max_lines {
+            out.push(format!("... {} more lines", total - max_lines));
+        }
+        Some(out.join("\n"))
+    }
+}
+
+fn read_into(
+    root: &Path,
+    dir: &Path,
+    files: &mut BTreeMap<PathBuf, String>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            read_into(root, &path, files)?;
+        } else {
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            files.insert(relative, std::fs::read_to_string(&path)?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(entries: &[(&str, &str)]) -> StateFiles {
+        StateFiles {
+            files: entries
+                .iter()
+                .map(|(p, c)| (PathBuf::from(p), c.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn write_replaces_the_whole_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("umbrella-state/production");
+        files(&[("a/x.yaml", "1\n"), ("gone.yaml", "old\n")])
+            .write(&dir)
+            .unwrap();
+        files(&[("a/x.yaml", "2\n"), ("b/y.yaml", "3\n")])
+            .write(&dir)
+            .unwrap();
+        let on_disk = StateFiles::read(&dir).unwrap();
+        assert_eq!(on_disk, files(&[("a/x.yaml", "2\n"), ("b/y.yaml", "3\n")]));
+        let leftovers: Vec<_> = std::fs::read_dir(root.path().join("umbrella-state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("production")]);
+    }
+
+    #[test]
+    fn diff_names_files_and_lines() {
+        let before = files(&[("a/x.yaml", "k: 1\n"), ("gone.yaml", "g\n")]);
+        let after = files(&[("a/x.yaml", "k: 2\n")]);
+        let diff = after.diff_from(&before, 100).unwrap();
+        assert!(
+            diff.contains("--- a/a/x.yaml") && diff.contains("-k: 1") && diff.contains("+k: 2"),
+            "{diff}"
+        );
+        assert!(diff.contains("a/gone.yaml"), "{diff}");
+        assert_eq!(after.diff_from(&after, 100), None);
+    }
+}
