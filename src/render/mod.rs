@@ -29,7 +29,7 @@ pub const STATE_DIR: &str = "umbrella-state";
 /// The annotation recording where each image of an object came from (kbld's shape).
 pub const IMAGES_ANNOTATION: &str = "umbrella.dev/images";
 /// Registry lookups in flight at once.
-const LOOKUP_CONCURRENCY: usize = 16;
+const LOOKUP_CONCURRENCY: usize = 32;
 
 /// What to render.
 #[derive(Debug, Clone)]
@@ -64,6 +64,9 @@ pub struct Rendered {
     pub images: Vec<LockedImage>,
     /// Registry manifest lookups made (one per distinct tag reference).
     pub registry_lookups: usize,
+    /// Milliseconds spent in helm, and in finding and pinning images.
+    pub helm_ms: u128,
+    pub pin_ms: u128,
     #[serde(skip)]
     pub files: StateFiles,
 }
@@ -97,8 +100,10 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         KbldConfig::default()
     };
     let built = ImagesLock::read(&request.build_lock)?;
+    let helm_started = std::time::Instant::now();
     ensure_dependencies(&chart).await?;
     let output = helm_template(request, &chart).await?;
+    let helm_ms = helm_started.elapsed().as_millis();
     let mut objects = split::split(&output, &chart.metadata.name)?;
     refuse_plaintext_secrets(&objects, request.allow_plaintext_secrets)?;
     let namespace = request
@@ -107,6 +112,7 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         .unwrap_or_else(|| request.env.clone());
     fill_namespaces(&mut objects, &namespace);
 
+    let pin_started = std::time::Instant::now();
     let rules = Rules::from_config(&config);
     let uses = image_uses(&objects, &rules);
     let decisions = pin::decide(&uses.keys().cloned().collect(), &config, &built);
@@ -116,6 +122,7 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     for object in &mut objects {
         pin_object(object, &rules, &pinning.images);
     }
+    let pin_ms = pin_started.elapsed().as_millis();
     let files = StateFiles::from_objects(
         &objects,
         &ImagesLock::new(pinning.images.values().cloned().collect()),
@@ -127,6 +134,8 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         apps: summarize(&objects),
         images: pinning.images.into_values().collect(),
         registry_lookups: pinning.lookups,
+        helm_ms,
+        pin_ms,
         files,
     })
 }
