@@ -47,6 +47,9 @@ pub enum Command {
         #[command(flatten)]
         commit: CommitFlags,
     },
+    /// Deploy an environment's state to the cluster.
+    #[command(subcommand)]
+    Deploy(DeployTarget),
     /// Check every dependency umbrella needs: Docker, helm, registries, the cluster, the repository.
     Doctor {
         /// Kubeconfig context (default: the current context).
@@ -102,6 +105,65 @@ pub struct RenderArgs {
     output: OutputFormat,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DeployTarget {
+    /// Apply every app of umbrella-state/ENV in dependency order, wait until ready, prune.
+    ///
+    /// Exit status: 0 deployed, 1 failed (the report says what was applied), 2 bad input
+    /// (nothing applied), 3 timed out waiting (the objects not ready are named).
+    AppGroup(DeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The environment: its apps are the directories of umbrella-state/ENV.
+    env: String,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// How long to wait for everything to be ready, e.g. 90s, 10m, 1h.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    wait_timeout: std::time::Duration,
+    /// Changes applied and waited for at the same time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Take fields that other field managers own (server-side apply conflicts).
+    #[arg(long)]
+    force_conflicts: bool,
+    /// Take over objects that another umbrella app owns.
+    #[arg(long)]
+    adopt: bool,
+    /// Namespace of the inventories and the deploy lock.
+    #[arg(long, default_value = "umbrella-system")]
+    inventory_namespace: String,
+    /// How long to wait for another deploy of the group to finish (default: fail at once).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    lock_timeout: std::time::Duration,
+    /// Do not ask for confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+/// `90s`, `10m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a duration such as 90s, 10m or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 #[derive(Debug, Args)]
 pub struct CommitFlags {
     /// Commit although the source tree has uncommitted changes.
@@ -132,6 +194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => run_render(&root, &args).await,
         Command::Commit(args) => Ok(run_commit(&root, &args.env, &args.flags)),
         Command::Ci { render, commit } => run_ci(&root, &render, &commit).await,
+        Command::Deploy(DeployTarget::AppGroup(args)) => run_deploy(&root, &args).await,
         Command::Doctor {
             context,
             namespace,
@@ -340,6 +403,90 @@ async fn run_ci(
         rendered.images.len(),
         render_args.env
     );
+    Ok(code)
+}
+
+/// The last commit that changed each app's directory of the state (`uncommitted` outside git).
+fn app_commits(root: &Path, env: &str) -> std::collections::BTreeMap<String, String> {
+    let dir = state_dir::path(root, env);
+    crate::deploy::desired::app_dirs(&dir, env)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(app, path)| {
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let commit = state::revision_of(root, &relative).map_or_else(
+                || "uncommitted".to_string(),
+                |r| {
+                    if r.dirty {
+                        format!("{}-dirty", r.sha)
+                    } else {
+                        r.sha
+                    }
+                },
+            );
+            (app, commit)
+        })
+        .collect()
+}
+
+/// Asks on a terminal; anything but y/yes declines. Never asks when stdin is not a terminal.
+fn confirm(question: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
+}
+
+async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> {
+    use crate::deploy::{self, DeployError, DeployRequest};
+    let request = DeployRequest {
+        state_dir: state_dir::path(root, &args.env),
+        env: args.env.clone(),
+        commits: app_commits(root, &args.env),
+        context: args.context.clone(),
+        wait_timeout: args.wait_timeout,
+        concurrency: args.concurrency,
+        force_conflicts: args.force_conflicts,
+        adopt: args.adopt,
+        inventory_namespace: args.inventory_namespace.clone(),
+        lock_timeout: args.lock_timeout,
+    };
+    if !args.yes
+        && !confirm(&format!(
+            "Deploy {} apps of {} to the cluster?",
+            request.commits.len(),
+            args.env
+        ))
+    {
+        eprintln!("umbrella deploy: not confirmed, nothing applied");
+        return Ok(ExitCode::from(1));
+    }
+    let progress = progress_for(args.output);
+    let (report, code) = match deploy::deploy(&request, &progress).await {
+        Ok(report) => (Some(report), ExitCode::SUCCESS),
+        Err(error) => {
+            eprintln!("umbrella deploy: {error}");
+            let code = match &error {
+                DeployError::Invalid(_) => ExitCode::from(2),
+                DeployError::Timeout { .. } => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            };
+            (error.report().cloned(), code)
+        }
+    };
+    if let Some(report) = report {
+        report::write_deploy(&mut std::io::stdout().lock(), &report, args.output)
+            .context("writing the report")?;
+    }
     Ok(code)
 }
 

@@ -7,6 +7,7 @@ pub mod chart;
 pub mod cli;
 pub mod cluster;
 pub mod credentials;
+pub mod deploy;
 pub mod docker;
 pub mod doctor;
 pub mod helm;

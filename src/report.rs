@@ -133,6 +133,68 @@ pub fn write_render(
     )
 }
 
+/// Writes a deploy's summary: per app, how many objects were created, updated, unchanged,
+/// deleted and failed, and how long it took; `--output json` prints every object.
+pub fn write_deploy(
+    out: &mut impl Write,
+    report: &crate::deploy::DeployReport,
+    format: OutputFormat,
+) -> std::io::Result<()> {
+    use crate::deploy::Op;
+    if format == OutputFormat::Json {
+        return writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(report).map_err(std::io::Error::other)?
+        );
+    }
+    let mut rows: std::collections::BTreeMap<&str, [usize; 5]> = Default::default();
+    for object in &report.objects {
+        let row = rows.entry(&object.app).or_default();
+        let column = match (object.result.as_str(), object.op) {
+            ("ok", Op::Create) => 0,
+            ("ok", Op::Update) => 1,
+            ("ok", Op::Unchanged) => 2,
+            ("ok", Op::Delete) => 3,
+            _ => 4,
+        };
+        row[column] += 1;
+    }
+    writeln!(
+        out,
+        "{:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
+        "app", "created", "updated", "unchanged", "deleted", "failed"
+    )?;
+    let mut total = [0usize; 5];
+    for (app, row) in &rows {
+        writeln!(
+            out,
+            "{app:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
+            row[0], row[1], row[2], row[3], row[4]
+        )?;
+        for (t, r) in total.iter_mut().zip(row) {
+            *t += r;
+        }
+    }
+    writeln!(
+        out,
+        "{:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
+        "total", total[0], total[1], total[2], total[3], total[4]
+    )?;
+    for app in &report.deleted_apps {
+        writeln!(
+            out,
+            "app {app} deleted: its directory is gone from the state"
+        )?;
+    }
+    writeln!(
+        out,
+        "{} objects in {:.1}s",
+        report.objects.len(),
+        report.duration_ms as f64 / 1000.0
+    )
+}
+
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;

@@ -117,7 +117,7 @@ EOF
 
 up_kwok() {
   daemon_running kwok || start_daemon kwok kwok --kubeconfig "$KUBECONFIG_FILE" \
-    --config "$(go_tool_dir kwok "$KWOK_VERSION")/stages.yaml" \
+    --config "$(go_tool_dir kwok "$KWOK_VERSION")/stages-v2.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.0.0.1/16 --node-ip 10.0.0.1
   wait_until kwok 60 curl -sf --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz"

@@ -80,20 +80,21 @@ GO
 
 # kwok only plays nodes and pods through "stages"; its module ships the usual ones as YAML.
 # Node: become Ready and keep a status heartbeat; pod: Running/Ready at once, Succeeded when
-# its containers are meant to finish (Jobs), gone when deleted.
+# its containers are meant to finish (Jobs), gone when deleted; and the chaos stages, which make
+# a pod labelled `pod-container-running-failed.stage.kwok.x-k8s.io: "true"` fail (tests use it).
 install_kwok_stages() {
   local dir module
   dir=$(go_tool_dir kwok "$KWOK_VERSION")
-  [ -s "$dir/stages.yaml" ] && return 0
+  [ -s "$dir/stages-v2.yaml" ] && return 0
   module=$(cd "$TESTENV_TOOLS" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
   [ -d "$module/kustomize/stage" ] || die "kwok: no stage definitions in the module at '$module'"
   local f
   for f in "$module"/kustomize/stage/node/fast/*.yaml "$module"/kustomize/stage/node/heartbeat/*.yaml \
-    "$module"/kustomize/stage/pod/fast/*.yaml; do
+    "$module"/kustomize/stage/pod/fast/*.yaml "$module"/kustomize/stage/pod/chaos/*.yaml; do
     [ "$(basename "$f")" = kustomization.yaml ] && continue
     echo "---"
     cat "$f"
-  done >"$dir/stages.yaml.tmp" && mv "$dir/stages.yaml.tmp" "$dir/stages.yaml"
+  done >"$dir/stages-v2.yaml.tmp" && mv "$dir/stages-v2.yaml.tmp" "$dir/stages-v2.yaml"
 }
 
 build_all_tools() {

@@ -1,0 +1,923 @@
+//! The deploy stage: every app of `umbrella-state/<env>/` applied with server-side apply in
+//! kapp's order, each change waited for until really ready (failing fast on what will not
+//! heal), then pruning what the inventories own but the state no longer has.
+
+pub mod desired;
+pub mod inventory;
+pub mod order;
+pub mod ready;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, DynamicObject, LogParams, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cluster::Cluster;
+use crate::report::Progress;
+use desired::{Desired, ObjectRef};
+use inventory::{APP_LABEL, Inventories, Inventory, MANAGER};
+use ready::Readiness;
+
+/// The annotation with the state commit an object was deployed from.
+pub const COMMIT_ANNOTATION: &str = "umbrella.dev/state-commit";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const DISABLE_WAIT: &str = "kapp.k14s.io/disable-wait";
+/// How long a pod may stay unschedulable before the deploy gives up on it.
+const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(30);
+
+/// What to deploy, and how.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub state_dir: PathBuf,
+    pub env: String,
+    /// The state commit of each app (by app name), recorded on its objects and inventory.
+    pub commits: BTreeMap<String, String>,
+    pub context: Option<String>,
+    pub wait_timeout: Duration,
+    pub concurrency: usize,
+    pub force_conflicts: bool,
+    pub adopt: bool,
+    pub inventory_namespace: String,
+    pub lock_timeout: Duration,
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Create,
+    Update,
+    Unchanged,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReport {
+    pub app: String,
+    pub object: String,
+    pub op: Op,
+    /// `ok`, `failed` or `timeout`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub duration_ms: u128,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployReport {
+    pub env: String,
+    pub objects: Vec<ObjectReport>,
+    pub deleted_apps: Vec<String>,
+    pub duration_ms: u128,
+}
+
+/// The deploy did not succeed. Each variant has its exit status (see README).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("nothing was applied:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    Cluster(String),
+    #[error("{reason}")]
+    Failed {
+        report: DeployReport,
+        reason: String,
+    },
+    #[error("timed out; still not ready:\n  {}", waiting.join("\n  "))]
+    Timeout {
+        report: DeployReport,
+        waiting: Vec<String>,
+    },
+}
+
+impl DeployError {
+    /// The report of what was applied before the failure, if anything was.
+    pub fn report(&self) -> Option<&DeployReport> {
+        match self {
+            DeployError::Failed { report, .. } | DeployError::Timeout { report, .. } => {
+                Some(report)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An object with how to reach it in the cluster (`None` until its CRD is established).
+struct Target {
+    desired: Desired,
+    reference: ObjectRef,
+    resource: Option<(ApiResource, bool)>,
+    live_version: Option<String>,
+}
+
+fn cluster_error(e: impl std::fmt::Display) -> DeployError {
+    DeployError::Cluster(e.to_string())
+}
+
+/// Deploys the app group. Everything that can be checked is checked before the first write.
+pub async fn deploy(
+    request: &DeployRequest,
+    progress: &Progress,
+) -> Result<DeployReport, DeployError> {
+    let started = Instant::now();
+    let desired = desired::load(&request.state_dir, &request.env).map_err(DeployError::Invalid)?;
+    let cluster = Cluster::connect(request.context.as_deref())
+        .await
+        .map_err(cluster_error)?;
+    let client = cluster.client.clone();
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(cluster_error)?;
+    let state_crds = crds_in_state(&desired);
+
+    let mut targets: Vec<Target> = desired
+        .into_iter()
+        .map(|d| Target {
+            reference: d.reference(),
+            resource: resolve(&discovery, &d.reference()),
+            desired: d,
+            live_version: None,
+        })
+        .collect();
+    let waves = plan_waves(&targets, &state_crds)?;
+    preflight(&client, &mut targets, &state_crds, request).await?;
+
+    let inventories = Inventories::new(client.clone(), &request.inventory_namespace, &request.env);
+    inventories
+        .ensure_namespace()
+        .await
+        .map_err(cluster_error)?;
+    let holder = format!("{}@{}", std::process::id(), hostname());
+    let lock = inventories
+        .lock(&holder, request.lock_timeout)
+        .await
+        .map_err(DeployError::Cluster)?;
+    let keep_alive = lock.keep_alive();
+    let result = deploy_locked(
+        request,
+        progress,
+        &client,
+        targets,
+        waves,
+        &inventories,
+        started,
+    )
+    .await;
+    keep_alive.abort();
+    lock.release().await;
+    result
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+async fn deploy_locked(
+    request: &DeployRequest,
+    progress: &Progress,
+    client: &Client,
+    mut targets: Vec<Target>,
+    waves: Vec<Vec<usize>>,
+    inventories: &Inventories,
+    started: Instant,
+) -> Result<DeployReport, DeployError> {
+    let deadline = tokio::time::Instant::now() + request.wait_timeout;
+    let previous: BTreeMap<String, Inventory> = inventories
+        .list()
+        .await
+        .map_err(cluster_error)?
+        .into_iter()
+        .map(|i| (i.app.clone(), i))
+        .collect();
+    let wanted = wanted_by_app(&targets);
+    // Record intent first: old and new objects together, so an interruption loses nothing.
+    for (app, objects) in &wanted {
+        let mut union = previous
+            .get(app)
+            .map(|i| i.objects.clone())
+            .unwrap_or_default();
+        union.extend(objects.iter().cloned());
+        let commit = previous
+            .get(app)
+            .map(|i| i.commit.clone())
+            .unwrap_or_default();
+        write_inventory(inventories, app, union, commit).await?;
+    }
+    let mut report = DeployReport {
+        env: request.env.clone(),
+        ..Default::default()
+    };
+    for wave in &waves {
+        refresh_resources(client, &mut targets, wave).await?;
+        let applied = apply_wave(client, request, progress, &targets, wave).await;
+        let mut positions = BTreeMap::new();
+        let mut failure = None;
+        for (index, op, result, duration_ms) in applied {
+            positions.insert(index, report.objects.len());
+            if let Err(e) = &result {
+                failure.get_or_insert_with(|| format!("{}: {e}", label_of(&targets[index])));
+            }
+            report.objects.push(ObjectReport {
+                app: targets[index].desired.app.clone(),
+                object: targets[index].reference.to_string(),
+                op,
+                result: if result.is_ok() {
+                    "ok".into()
+                } else {
+                    "failed".into()
+                },
+                message: result.err(),
+                duration_ms,
+            });
+        }
+        if let Some(reason) = failure {
+            return Err(DeployError::Failed { report, reason });
+        }
+        let (mut failed, mut waiting) = (None, Vec::new());
+        for (index, result) in wait_wave(client, progress, &targets, wave, deadline).await {
+            let entry = &mut report.objects[positions[&index]];
+            match result {
+                Ok(()) => {}
+                Err(WaitError::Failed(reason)) => {
+                    entry.result = "failed".into();
+                    entry.message = Some(reason.clone());
+                    failed.get_or_insert(reason);
+                }
+                Err(WaitError::Timeout(last)) => {
+                    entry.result = "timeout".into();
+                    entry.message = Some(last.clone());
+                    waiting.push(last);
+                }
+            }
+        }
+        if let Some(reason) = failed {
+            return Err(DeployError::Failed { report, reason });
+        }
+        if !waiting.is_empty() {
+            return Err(DeployError::Timeout { report, waiting });
+        }
+    }
+    prune(client, progress, &previous, &wanted, deadline, &mut report).await?;
+    for (app, objects) in wanted {
+        let commit = request.commits.get(&app).cloned().unwrap_or_default();
+        write_inventory(inventories, &app, objects, commit).await?;
+    }
+    for app in previous
+        .keys()
+        .filter(|app| !request_has_app(&targets, app))
+    {
+        inventories.delete(app).await.map_err(cluster_error)?;
+        report.deleted_apps.push(app.clone());
+    }
+    report.duration_ms = started.elapsed().as_millis();
+    Ok(report)
+}
+
+fn request_has_app(targets: &[Target], app: &str) -> bool {
+    targets.iter().any(|t| t.desired.app == app)
+}
+
+async fn write_inventory(
+    inventories: &Inventories,
+    app: &str,
+    objects: BTreeSet<ObjectRef>,
+    commit: String,
+) -> Result<(), DeployError> {
+    let inventory = Inventory {
+        app: app.to_string(),
+        objects,
+        commit,
+        updated: inventory::timestamp(),
+    };
+    inventories.write(&inventory).await.map_err(cluster_error)
+}
+
+fn wanted_by_app(targets: &[Target]) -> BTreeMap<String, BTreeSet<ObjectRef>> {
+    let mut wanted: BTreeMap<String, BTreeSet<ObjectRef>> = BTreeMap::new();
+    for target in targets {
+        wanted
+            .entry(target.desired.app.clone())
+            .or_default()
+            .insert(target.reference.clone());
+    }
+    wanted
+}
+
+/// (group, kind) -> namespaced, for every CRD of the state.
+fn crds_in_state(desired: &[Desired]) -> BTreeMap<(String, String), bool> {
+    desired
+        .iter()
+        .filter(|d| d.value["kind"] == "CustomResourceDefinition")
+        .filter_map(|d| {
+            let spec = &d.value["spec"];
+            Some((
+                (
+                    spec["group"].as_str()?.to_string(),
+                    spec["names"]["kind"].as_str()?.to_string(),
+                ),
+                spec["scope"] != "Cluster",
+            ))
+        })
+        .collect()
+}
+
+fn resolve(discovery: &Discovery, reference: &ObjectRef) -> Option<(ApiResource, bool)> {
+    let (group, version) = match reference.api_version.rsplit_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", reference.api_version.as_str()),
+    };
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &reference.kind);
+    discovery
+        .resolve_gvk(&gvk)
+        .map(|(resource, caps): (ApiResource, ApiCapabilities)| {
+            (resource, caps.scope == Scope::Namespaced)
+        })
+}
+
+fn plan_waves(
+    targets: &[Target],
+    state_crds: &BTreeMap<(String, String), bool>,
+) -> Result<Vec<Vec<usize>>, DeployError> {
+    let changes: Vec<order::Change> = targets
+        .iter()
+        .map(|t| {
+            let namespaced = t
+                .resource
+                .as_ref()
+                .map(|r| r.1)
+                .or_else(|| {
+                    state_crds
+                        .get(&(t.reference.group().into(), t.reference.kind.clone()))
+                        .copied()
+                })
+                .unwrap_or(true);
+            order::Change::of(&t.desired.value, namespaced)
+        })
+        .collect();
+    let names: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{} ({})", t.reference, t.desired.file.display()))
+        .collect();
+    let custom: BTreeSet<(String, String)> = state_crds.keys().cloned().collect();
+    order::upsert_waves(&changes, &custom, &names)
+        .map_err(|e| DeployError::Invalid(vec![e.to_string()]))
+}
+
+fn api_for(
+    client: &Client,
+    resource: &ApiResource,
+    namespaced: bool,
+    reference: &ObjectRef,
+) -> Api<DynamicObject> {
+    match (namespaced, &reference.namespace) {
+        (true, Some(namespace)) => Api::namespaced_with(client.clone(), namespace, resource),
+        (true, None) => Api::default_namespaced_with(client.clone(), resource),
+        (false, _) => Api::all_with(client.clone(), resource),
+    }
+}
+
+/// The object as applied: umbrella's labels and the state commit added.
+fn prepared(target: &Target, commit: Option<&String>) -> Value {
+    let mut value = target.desired.value.clone();
+    if let Some(metadata) = value["metadata"].as_object_mut() {
+        let labels = metadata
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(MANAGED_BY.into(), "umbrella".into());
+            labels.insert(APP_LABEL.into(), target.desired.app.clone().into());
+        }
+        if let Some(commit) = commit {
+            let annotations = metadata
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone().into());
+            }
+        }
+    }
+    value
+}
+
+/// Before the first write: every kind known (or defined by a CRD of the state), no object owned
+/// by another app, and a server-side dry run of every object whose API and namespace exist.
+async fn preflight(
+    client: &Client,
+    targets: &mut [Target],
+    state_crds: &BTreeMap<(String, String), bool>,
+    request: &DeployRequest,
+) -> Result<(), DeployError> {
+    let mut problems = Vec::new();
+    for target in targets.iter() {
+        if target.resource.is_none()
+            && !state_crds.contains_key(&(
+                target.reference.group().into(),
+                target.reference.kind.clone(),
+            ))
+        {
+            problems.push(format!(
+                "{}: {} ({}): the cluster does not know this kind and no CRD in the state defines it",
+                target.desired.file.display(),
+                target.reference,
+                target.reference.api_version
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(DeployError::Invalid(problems));
+    }
+    let existing = existing_namespaces(client, targets).await?;
+    let checks = futures_util::stream::iter(targets.iter().enumerate())
+        .map(|(index, target)| {
+            let ready_to_check = target.resource.is_some()
+                && target
+                    .reference
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|ns| existing.contains(ns));
+            async move {
+                if !ready_to_check {
+                    return (index, Ok(None));
+                }
+                (index, check_one(client, target, request).await)
+            }
+        })
+        .buffer_unordered(request.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    for (index, check) in checks {
+        match check {
+            Ok(version) => targets[index].live_version = version,
+            Err(problem) => problems.push(format!(
+                "{}: {}: {problem}",
+                targets[index].desired.file.display(),
+                targets[index].reference
+            )),
+        }
+    }
+    problems.sort();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DeployError::Invalid(problems))
+    }
+}
+
+async fn existing_namespaces(
+    client: &Client,
+    targets: &[Target],
+) -> Result<BTreeSet<String>, DeployError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    Ok(api
+        .list(&Default::default())
+        .await
+        .map_err(cluster_error)?
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .filter(|n| {
+            targets
+                .iter()
+                .any(|t| t.reference.namespace.as_deref() == Some(n))
+        })
+        .collect())
+}
+
+/// Ownership and a server-side dry run; returns the live resourceVersion, if the object exists.
+async fn check_one(
+    client: &Client,
+    target: &Target,
+    request: &DeployRequest,
+) -> Result<Option<String>, String> {
+    let Some((resource, namespaced)) = &target.resource else {
+        return Ok(None);
+    };
+    let api = api_for(client, resource, *namespaced, &target.reference);
+    let live = api
+        .get_opt(&target.reference.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(live) = &live
+        && let Some(owner) = live.labels().get(APP_LABEL)
+        && owner != &target.desired.app
+        && !request.adopt
+    {
+        return Err(format!(
+            "owned by app {owner}; pass --adopt to move it to {}",
+            target.desired.app
+        ));
+    }
+    let mut params = PatchParams::apply(MANAGER).dry_run();
+    if request.force_conflicts {
+        params = params.force();
+    }
+    let object = prepared(target, request.commits.get(&target.desired.app));
+    api.patch(&target.reference.name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(|e| describe_apply_error(&e))?;
+    Ok(live.and_then(|l| l.resource_version()))
+}
+
+fn describe_apply_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 409 => format!(
+            "{} (pass --force-conflicts to take these fields)",
+            status.message
+        ),
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// After CRDs of an earlier wave were established, their kinds become known.
+async fn refresh_resources(
+    client: &Client,
+    targets: &mut [Target],
+    wave: &[usize],
+) -> Result<(), DeployError> {
+    if wave.iter().all(|&i| targets[i].resource.is_some()) {
+        return Ok(());
+    }
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(cluster_error)?;
+    for &index in wave {
+        if targets[index].resource.is_none() {
+            targets[index].resource = resolve(&discovery, &targets[index].reference);
+        }
+    }
+    Ok(())
+}
+
+/// One apply: the target's index, what it did, whether it worked, how long it took.
+type Outcome = (usize, Op, Result<(), String>, u128);
+
+async fn apply_wave(
+    client: &Client,
+    request: &DeployRequest,
+    progress: &Progress,
+    targets: &[Target],
+    wave: &[usize],
+) -> Vec<Outcome> {
+    futures_util::stream::iter(wave.iter().copied())
+        .map(|index| async move {
+            let target = &targets[index];
+            let label = label_of(target);
+            progress.update(&label, "applying");
+            let started = Instant::now();
+            let result = apply_one(client, request, target).await;
+            let (op, result) = match result {
+                Ok(op) => {
+                    progress.update(&label, &format!("{op:?}").to_lowercase());
+                    (op, Ok(()))
+                }
+                Err(e) => {
+                    progress.finish(&label, &format!("FAILED: {e}"));
+                    (
+                        if target.live_version.is_some() {
+                            Op::Update
+                        } else {
+                            Op::Create
+                        },
+                        Err(e),
+                    )
+                }
+            };
+            (index, op, result, started.elapsed().as_millis())
+        })
+        .buffer_unordered(request.concurrency.max(1))
+        .collect()
+        .await
+}
+
+fn label_of(target: &Target) -> String {
+    format!("{} {}", target.desired.app, target.reference)
+}
+
+async fn apply_one(
+    client: &Client,
+    request: &DeployRequest,
+    target: &Target,
+) -> Result<Op, String> {
+    let (resource, namespaced) = target.resource.as_ref().ok_or_else(|| {
+        format!(
+            "{} ({}) is still unknown to the cluster",
+            target.reference, target.reference.api_version
+        )
+    })?;
+    let api = api_for(client, resource, *namespaced, &target.reference);
+    let mut params = PatchParams::apply(MANAGER);
+    if request.force_conflicts {
+        params = params.force();
+    }
+    let object = prepared(target, request.commits.get(&target.desired.app));
+    let applied = api
+        .patch(&target.reference.name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(|e| describe_apply_error(&e))?;
+    Ok(match &target.live_version {
+        None => Op::Create,
+        Some(version) if applied.resource_version().as_ref() == Some(version) => Op::Unchanged,
+        Some(_) => Op::Update,
+    })
+}
+
+async fn wait_wave(
+    client: &Client,
+    progress: &Progress,
+    targets: &[Target],
+    wave: &[usize],
+    deadline: tokio::time::Instant,
+) -> Vec<(usize, Result<(), WaitError>)> {
+    futures_util::future::join_all(wave.iter().map(|&index| async move {
+        let target = &targets[index];
+        let label = label_of(target);
+        let result = wait_ready(client, progress, target, &label, deadline).await;
+        match &result {
+            Ok(()) => progress.finish(&label, "ready"),
+            Err(WaitError::Failed(reason)) => progress.finish(&label, &format!("FAILED: {reason}")),
+            Err(WaitError::Timeout(last)) => progress.finish(&label, &format!("TIMEOUT: {last}")),
+        }
+        (index, result)
+    }))
+    .await
+}
+
+#[derive(Debug)]
+enum WaitError {
+    Failed(String),
+    Timeout(String),
+}
+
+/// Waits with watches until the object is ready; fails at once on what will not heal.
+async fn wait_ready(
+    client: &Client,
+    progress: &Progress,
+    target: &Target,
+    label: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), WaitError> {
+    if target.desired.value["metadata"]["annotations"][DISABLE_WAIT] == "true" {
+        return Ok(());
+    }
+    let Some((resource, namespaced)) = &target.resource else {
+        return Ok(());
+    };
+    let api = api_for(client, resource, *namespaced, &target.reference);
+    let config =
+        watcher::Config::default().fields(&format!("metadata.name={}", target.reference.name));
+    let mut objects = watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut pods = pod_watch(client, target);
+    let applied_at = k8s_openapi::jiff::Timestamp::now();
+    let mut unschedulable_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut last = "waiting for the first status".to_string();
+    loop {
+        tokio::select! {
+            event = objects.try_next() => match event {
+                                Ok(Some(object)) => {
+                    // Items of a LIST carry no apiVersion and kind: the rules need them.
+                    let mut value = serde_json::to_value(&object).unwrap_or_default();
+                    value["apiVersion"] = target.reference.api_version.clone().into();
+                    value["kind"] = target.reference.kind.clone().into();
+                    match ready::readiness(&value) {
+                        Readiness::Ready => return Ok(()),
+                        Readiness::Failed(reason) => return Err(WaitError::Failed(format!("{}: {reason}", label))),
+                        Readiness::Waiting(message) => {
+                            progress.update(label, &format!("waiting: {message}"));
+                            last = format!("{label}: {message}");
+                        }
+                    }
+                }
+                Ok(None) => return Err(WaitError::Failed(format!("{label}: the watch ended"))),
+                Err(e) => return Err(WaitError::Failed(format!("{label}: watch: {e}"))),
+            },
+            pod = next_pod(&mut pods) => {
+                if let Some(pod) = pod.filter(|p| p.creation_timestamp().is_none_or(|t| t.0 >= applied_at - k8s_openapi::jiff::SignedDuration::from_secs(120))) {
+                    let value = serde_json::to_value(&pod).unwrap_or_default();
+                    if let Some(reason) = ready::pod_failure(&value) {
+                        let logs = last_log_lines(client, &pod).await;
+                        return Err(WaitError::Failed(format!("{label}: {reason}{logs}")));
+                    }
+                    match ready::unschedulable(&value) {
+                        Some(reason) => {
+                            let since = *unschedulable_since.entry(pod.name_any()).or_insert_with(Instant::now);
+                            if since.elapsed() > UNSCHEDULABLE_GRACE {
+                                return Err(WaitError::Failed(format!("{label}: {reason}")));
+                            }
+                        }
+                        None => {
+                            unschedulable_since.remove(&pod.name_any());
+                        }
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout(last)),
+        }
+    }
+}
+
+type PodStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Pod, watcher::Error>> + Send>>;
+
+/// A watch on the pods of a workload (by its selector), for failing fast.
+fn pod_watch(client: &Client, target: &Target) -> Option<PodStream> {
+    let value = &target.desired.value;
+    let selector = match value["kind"].as_str()? {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
+            value["spec"]["selector"]["matchLabels"]
+                .as_object()?
+                .clone()
+        }
+        "Job" => serde_json::Map::from_iter([(
+            "job-name".to_string(),
+            Value::String(target.reference.name.clone()),
+        )]),
+        _ => return None,
+    };
+    let labels: Vec<String> = selector
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect();
+    let namespace = target.reference.namespace.clone()?;
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    Some(
+        watcher(api, watcher::Config::default().labels(&labels.join(",")))
+            .default_backoff()
+            .applied_objects()
+            .boxed(),
+    )
+}
+
+async fn next_pod(pods: &mut Option<PodStream>) -> Option<Pod> {
+    match pods {
+        Some(stream) => match stream.next().await {
+            Some(Ok(pod)) => Some(pod),
+            _ => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn last_log_lines(client: &Client, pod: &Pod) -> String {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let params = LogParams {
+        tail_lines: Some(10),
+        ..Default::default()
+    };
+    match api.logs(&pod.name_any(), &params).await {
+        Ok(logs) if !logs.trim().is_empty() => format!("\nlast log lines:\n{}", logs.trim_end()),
+        _ => String::new(),
+    }
+}
+
+/// Deletes what the previous inventories own but the state no longer has (and apps whose
+/// directory is gone), in reverse order, waiting until each is gone.
+async fn prune(
+    client: &Client,
+    progress: &Progress,
+    previous: &BTreeMap<String, Inventory>,
+    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+    deadline: tokio::time::Instant,
+    report: &mut DeployReport,
+) -> Result<(), DeployError> {
+    let kept: BTreeSet<_> = wanted.values().flatten().map(ObjectRef::key).collect();
+    let mut stale: Vec<(String, ObjectRef)> = previous
+        .iter()
+        .flat_map(|(app, inventory)| {
+            inventory
+                .objects
+                .iter()
+                .map(move |o| (app.clone(), o.clone()))
+        })
+        .filter(|(_, o)| !kept.contains(&o.key()))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(cluster_error)?;
+    let values: Vec<Value> = stale
+        .iter()
+        .map(|(_, o)| serde_json::json!({"apiVersion": o.api_version, "kind": o.kind}))
+        .collect();
+    let changes: Vec<order::Change> = values
+        .iter()
+        .zip(&stale)
+        .map(|(v, (_, o))| order::Change::of(v, o.namespace.is_some()))
+        .collect();
+    let names: Vec<String> = stale.iter().map(|(_, o)| o.to_string()).collect();
+    let waves = order::upsert_waves(&changes, &BTreeSet::new(), &names)
+        .map_err(|e| DeployError::Invalid(vec![e.to_string()]))?;
+    let ordered: Vec<Vec<(String, ObjectRef)>> = waves
+        .into_iter()
+        .rev()
+        .map(|w| w.into_iter().map(|i| stale[i].clone()).collect())
+        .collect();
+    stale.clear();
+    for wave in ordered {
+        let results = futures_util::future::join_all(wave.iter().map(|(app, reference)| {
+            let discovery = &discovery;
+            async move {
+                let label = format!("{app} {reference}");
+                progress.update(&label, "deleting");
+                let started = Instant::now();
+                let result = delete_one(client, discovery, reference, deadline).await;
+                progress.finish(
+                    &label,
+                    if result.is_ok() {
+                        "deleted"
+                    } else {
+                        "FAILED to delete"
+                    },
+                );
+                (
+                    app.clone(),
+                    reference.clone(),
+                    result,
+                    started.elapsed().as_millis(),
+                )
+            }
+        }))
+        .await;
+        for (app, reference, result, duration_ms) in results {
+            let failed = result.as_ref().err().cloned();
+            report.objects.push(ObjectReport {
+                app,
+                object: reference.to_string(),
+                op: Op::Delete,
+                result: if failed.is_some() {
+                    "failed".into()
+                } else {
+                    "ok".into()
+                },
+                message: failed.clone(),
+                duration_ms,
+            });
+            if let Some(reason) = failed {
+                return Err(DeployError::Failed {
+                    report: report.clone(),
+                    reason: format!("deleting {reference}: {reason}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_one(
+    client: &Client,
+    discovery: &Discovery,
+    reference: &ObjectRef,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let Some((resource, namespaced)) = resolve(discovery, reference) else {
+        // Its kind is gone (a CRD deleted first): so is the object.
+        return Ok(());
+    };
+    let api = api_for(client, &resource, namespaced, reference);
+    match api
+        .delete(&reference.name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", reference.name));
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut listed = false;
+    loop {
+        tokio::select! {
+            event = events.try_next() => match event {
+                Ok(Some(watcher::Event::Delete(_))) => return Ok(()),
+                Ok(Some(watcher::Event::InitApply(_))) => listed = true,
+                // The initial list is over: without the object in it, it is gone already.
+                Ok(Some(watcher::Event::InitDone)) if !listed => return Ok(()),
+                Ok(Some(watcher::Event::Init)) => listed = false,
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            },
+            _ = tokio::time::sleep_until(deadline) => return Err("still there at the wait timeout".into()),
+        }
+    }
+}

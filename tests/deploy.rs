@@ -1,0 +1,574 @@
+//! `umbrella deploy app-group` on the local control plane: real API server, real controllers,
+//! kwok nodes.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::Api;
+use serde_json::Value;
+use umbrella::cluster::Cluster;
+
+use common::{testenv, umbrella, unique};
+
+/// A repository whose state has one environment (named after the test) in its own namespace.
+struct Group {
+    repo: tempfile::TempDir,
+    env: String,
+}
+
+impl Group {
+    fn new(prefix: &str) -> Self {
+        let repo = tempfile::tempdir().expect("temp dir");
+        git2::Repository::init(repo.path()).expect("git init");
+        let env = unique(prefix);
+        let group = Group { repo, env };
+        group.write(
+            "base",
+            "namespace.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n",
+                group.env
+            ),
+        );
+        group
+    }
+
+    fn app_dir(&self, app: &str) -> std::path::PathBuf {
+        self.repo
+            .path()
+            .join("umbrella-state")
+            .join(&self.env)
+            .join(app)
+    }
+
+    fn write(&self, app: &str, file: &str, yaml: &str) {
+        let dir = self.app_dir(app);
+        std::fs::create_dir_all(&dir).expect("app dir");
+        std::fs::write(dir.join(file), yaml).expect("write object");
+    }
+
+    fn remove(&self, app: &str, file: Option<&str>) {
+        match file {
+            Some(file) => {
+                std::fs::remove_file(self.app_dir(app).join(file)).expect("remove object")
+            }
+            None => std::fs::remove_dir_all(self.app_dir(app)).expect("remove app"),
+        }
+    }
+
+    fn deploy(&self, extra: &[&str]) -> (i32, Value, String) {
+        let mut args = vec![
+            "deploy",
+            "app-group",
+            self.env.as_str(),
+            "--yes",
+            "-o",
+            "json",
+            "--context",
+            "umbrella-test",
+        ];
+        args.extend(extra);
+        let (code, out, err) = umbrella(self.repo.path(), &args, &[]);
+        (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+    }
+
+    fn config_map(&self, name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {}\ndata:\n  k: v\n",
+            self.env
+        )
+    }
+
+    fn deployment(&self, name: &str, image: &str, pod_labels: &str) -> String {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n{pod_labels}    spec:\n      containers:\n      - name: main\n        image: {image}\n",
+            ns = self.env
+        )
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // Leave the shared cluster clean whatever the test's outcome.
+        let _ = Command::new("kubectl")
+            .args([
+                "--context",
+                "umbrella-test",
+                "delete",
+                "namespace",
+                &self.env,
+                "--wait=false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("kubectl")
+            .args([
+                "--context",
+                "umbrella-test",
+                "-n",
+                "umbrella-system",
+                "delete",
+                "configmap",
+                "-l",
+                &format!("umbrella.dev/group={}", self.env),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn ops(report: &Value) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = report["objects"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no objects in {report}"))
+        .iter()
+        .map(|o| {
+            (
+                o["object"].as_str().unwrap_or_default().to_string(),
+                format!(
+                    "{}:{}",
+                    o["op"].as_str().unwrap_or_default(),
+                    o["result"].as_str().unwrap_or_default()
+                ),
+            )
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+async fn client() -> kube::Client {
+    Cluster::connect(Some(&testenv("UMBRELLA_TEST_KUBE_CONTEXT")))
+        .await
+        .expect("cluster")
+        .client
+}
+
+fn image() -> String {
+    testenv("UMBRELLA_TEST_THIRD_PARTY_IMAGE")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_redeploy_update_prune_and_delete_an_app() {
+    let group = Group::new("grp");
+    let env = group.env.clone();
+    group.write("web", "configmap.yaml", &group.config_map("settings"));
+    group.write(
+        "web",
+        "deployment.yaml",
+        &group.deployment("web", &image(), ""),
+    );
+    group.write("extra", "configmap.yaml", &group.config_map("extra"));
+    let g = &group;
+    let (code, report, err) = tokio::task::block_in_place(|| g.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        ops(&report).iter().all(|(_, op)| op == "create:ok"),
+        "{report}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client().await, &env);
+    let web = deployments.get("web").await.expect("deployment");
+    assert_eq!(
+        web.status.and_then(|s| s.available_replicas),
+        Some(2),
+        "deploy returned before the rollout"
+    );
+    assert_eq!(
+        web.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("umbrella.dev/app"))
+            .map(String::as_str),
+        Some(format!("{env}-web").as_str())
+    );
+
+    let (code, report, err) = tokio::task::block_in_place(|| g.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        ops(&report).iter().all(|(_, op)| op == "unchanged:ok"),
+        "a redeploy changed something: {report}"
+    );
+
+    // A new image: kwok runs no containers, so the tag need not exist; the rollout is real.
+    let new_image = image().replace(":1.35", ":1.36");
+    group.write(
+        "web",
+        "deployment.yaml",
+        &group.deployment("web", &new_image, ""),
+    );
+    let (code, report, err) = tokio::task::block_in_place(|| g.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        ops(&report).contains(&(format!("Deployment/web in {env}"), "update:ok".to_string())),
+        "{report}"
+    );
+    let web = deployments.get("web").await.expect("deployment");
+    let status = web.status.expect("status");
+    assert_eq!(status.updated_replicas, Some(2));
+    assert_eq!(status.replicas, Some(2), "old pods were waited away");
+    let spec_image = web
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].image.clone());
+    assert_eq!(spec_image.flatten(), Some(new_image));
+    assert_eq!(
+        status.observed_generation, web.metadata.generation,
+        "the new generation was waited for"
+    );
+
+    group.remove("web", Some("configmap.yaml"));
+    group.remove("extra", None);
+    let (code, report, err) = tokio::task::block_in_place(|| g.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    let ops = ops(&report);
+    assert!(
+        ops.contains(&(
+            format!("ConfigMap/settings in {env}"),
+            "delete:ok".to_string()
+        )),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&(format!("ConfigMap/extra in {env}"), "delete:ok".to_string())),
+        "{ops:?}"
+    );
+    assert_eq!(
+        report["deletedApps"],
+        serde_json::json!([format!("{env}-extra")])
+    );
+    let config_maps: Api<ConfigMap> = Api::namespaced(client().await, &env);
+    assert!(
+        config_maps
+            .get_opt("settings")
+            .await
+            .expect("get")
+            .is_none(),
+        "pruned object still there"
+    );
+    assert!(
+        config_maps.get_opt("extra").await.expect("get").is_none(),
+        "deleted app's object still there"
+    );
+    assert!(
+        deployments.get_opt("web").await.expect("get").is_some(),
+        "the deployed app must survive"
+    );
+    let inventories: Api<ConfigMap> = Api::namespaced(client().await, "umbrella-system");
+    assert!(
+        inventories
+            .get_opt(&format!("umbrella-app-{env}-extra"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let inventory = inventories
+        .get(&format!("umbrella-app-{env}-web"))
+        .await
+        .expect("inventory of web");
+    let objects = &inventory.data.expect("data")["objects"];
+    assert!(
+        objects.contains("\"Deployment\"") && !objects.contains("settings"),
+        "{objects}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_runs_before_a_deployment_and_a_crd_before_its_resources() {
+    let group = Group::new("order");
+    let env = group.env.clone();
+    let crd_group = format!("{env}.example.com");
+    group.write(
+        "app",
+        "crd.yaml",
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+        ),
+    );
+    group.write("app", "widget.yaml", &format!("apiVersion: {crd_group}/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: {env}\nspec:\n  size: 3\n"));
+    group.write(
+        "app",
+        "job.yaml",
+        &format!("apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  namespace: {env}\n  annotations:\n    kapp.k14s.io/change-group: shop.example/db-migrations\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: {}\n", image()),
+    );
+    let deployment = group.deployment("api", &image(), "").replace(
+        &format!("  namespace: {env}\n"),
+        &format!("  namespace: {env}\n  annotations:\n    kapp.k14s.io/change-rule: upsert after upserting shop.example/db-migrations\n"),
+    );
+    group.write("app", "deployment.yaml", &deployment);
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}\n{report}");
+    let client = client().await;
+    let job = Api::<Job>::namespaced(client.clone(), &env)
+        .get("migrate")
+        .await
+        .expect("job");
+    let completed = job
+        .status
+        .and_then(|s| s.completion_time)
+        .expect("the Job completed");
+    let created = Api::<Deployment>::namespaced(client.clone(), &env)
+        .get("api")
+        .await
+        .expect("deployment")
+        .metadata
+        .creation_timestamp
+        .expect("created");
+    assert!(
+        created.0 >= completed.0,
+        "the Deployment was created before the Job completed"
+    );
+    let widgets = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        &crd_group, "v1", "Widget",
+    ));
+    let widget: Api<kube::api::DynamicObject> = Api::namespaced_with(client, &env, &widgets);
+    assert!(
+        widget.get_opt("w").await.expect("get").is_some(),
+        "the custom resource was applied after its CRD"
+    );
+    let _ = Command::new("kubectl")
+        .args([
+            "--context",
+            "umbrella-test",
+            "delete",
+            "crd",
+            &format!("widgets.{crd_group}"),
+            "--wait=false",
+        ])
+        .output();
+}
+
+#[test]
+fn a_failing_pod_fails_the_deploy_fast_with_its_reason() {
+    let group = Group::new("fail");
+    // kwok makes these pods Running, then fails their container a second or two later; the
+    // Deployment only counts them available after minReadySeconds, so the failure comes first.
+    let labels = "        pod-container-running-failed.stage.kwok.x-k8s.io: \"true\"\n";
+    let deployment = group
+        .deployment("crashy", &image(), labels)
+        .replace("  replicas: 2\n", "  replicas: 2\n  minReadySeconds: 20\n");
+    group.write("app", "deployment.yaml", &deployment);
+    let started = Instant::now();
+    let (code, report, err) = group.deploy(&["--wait-timeout", "5m"]);
+    assert_eq!(code, 1, "{err}\n{report}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}: not fast",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("Deployment/crashy")
+            && err.contains("container main")
+            && err.contains("containerFailed"),
+        "{err}"
+    );
+    let failed = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["result"] == "failed")
+        .expect("a failed object in the report");
+    assert!(
+        failed["object"]
+            .as_str()
+            .expect("object")
+            .contains("crashy")
+    );
+}
+
+#[test]
+fn an_object_that_never_gets_ready_times_out_by_name() {
+    let group = Group::new("slow");
+    let deployment = group.deployment("nowhere", &image(), "").replace(
+        "    spec:\n      containers:",
+        "    spec:\n      nodeSelector:\n        no-such-node: \"true\"\n      containers:",
+    );
+    group.write("app", "deployment.yaml", &deployment);
+    let (code, _, err) = group.deploy(&["--wait-timeout", "3s"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("timed out") && err.contains("Deployment/nowhere"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_and_unknown_kinds_apply_nothing() {
+    let group = Group::new("bad");
+    let env = group.env.clone();
+    group.write("a", "configmap.yaml", &group.config_map("same"));
+    group.write("b", "configmap.yaml", &group.config_map("same"));
+    group.write("b", "thing.yaml", &format!("apiVersion: nowhere.example.com/v1\nkind: Thing\nmetadata:\n  name: t\n  namespace: {env}\n"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("ConfigMap/same in {env} is defined twice")),
+        "{err}"
+    );
+    assert!(err.contains("nothing was applied"), "{err}");
+    group.remove("a", None);
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Thing/t") && err.contains("the cluster does not know this kind"),
+        "{err}"
+    );
+    let namespaces: Api<Namespace> = Api::all(client().await);
+    assert!(
+        namespaces.get_opt(&env).await.expect("get").is_none(),
+        "something was applied"
+    );
+}
+
+#[test]
+fn a_killed_deploy_converges_when_run_again() {
+    let group = Group::new("kill");
+    for i in 0..6 {
+        group.write(
+            "app",
+            &format!("cm-{i}.yaml"),
+            &group.config_map(&format!("cm-{i}")),
+        );
+    }
+    group.write(
+        "app",
+        "deployment.yaml",
+        &group.deployment("slow", &image(), ""),
+    );
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    // Remove some objects and add others, then kill the deploy while it runs.
+    group.remove("app", Some("cm-0.yaml"));
+    group.remove("app", Some("cm-1.yaml"));
+    group.write("app", "cm-new.yaml", &group.config_map("cm-new"));
+    group.write(
+        "app",
+        "deployment.yaml",
+        &group.deployment("slow", &image(), "        rev: two\n"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_umbrella"))
+        .args([
+            "deploy",
+            "app-group",
+            &group.env,
+            "--yes",
+            "--context",
+            "umbrella-test",
+        ])
+        .current_dir(group.repo.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start deploy");
+    let stderr = child.stderr.take().expect("stderr");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+        if line.contains("applying") {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    // The lock of the killed run expires; the next run takes it over and converges.
+    let (code, report, err) = group.deploy(&["--lock-timeout", "60s"]);
+    assert_eq!(code, 0, "{err}");
+    let ops = ops(&report);
+    for gone in ["cm-0", "cm-1"] {
+        assert!(
+            ops.iter()
+                .any(|(o, op)| o.starts_with(&format!("ConfigMap/{gone} ")) && op == "delete:ok")
+                || !ops.iter().any(|(o, _)| o.contains(gone)),
+            "{ops:?}"
+        );
+    }
+    let (_, out, _) = common::umbrella(
+        group.repo.path(),
+        &[
+            "deploy",
+            "app-group",
+            &group.env,
+            "--yes",
+            "-o",
+            "json",
+            "--context",
+            "umbrella-test",
+        ],
+        &[],
+    );
+    let again: Value = serde_json::from_str(&out).expect("report");
+    assert!(
+        self::ops(&again).iter().all(|(_, op)| op == "unchanged:ok"),
+        "{again}"
+    );
+    let listed = Command::new("kubectl")
+        .args([
+            "--context",
+            "umbrella-test",
+            "-n",
+            &group.env,
+            "get",
+            "configmaps",
+            "-l",
+            "app.kubernetes.io/managed-by=umbrella",
+            "-o",
+            "name",
+        ])
+        .output()
+        .expect("kubectl");
+    let names = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        !names.contains("cm-0") && !names.contains("cm-1") && names.contains("cm-new"),
+        "orphans left: {names}"
+    );
+}
+
+#[test]
+fn a_second_deploy_of_the_same_group_is_refused_while_the_first_runs() {
+    let group = Group::new("lock");
+    // The first deploy waits on a Deployment whose pods cannot be scheduled: it holds the lock.
+    let waiting = group.deployment("held", &image(), "").replace(
+        "    spec:\n      containers:",
+        "    spec:\n      nodeSelector:\n        no-such-node: \"true\"\n      containers:",
+    );
+    group.write("app", "deployment.yaml", &waiting);
+    let mut first = Command::new(env!("CARGO_BIN_EXE_umbrella"))
+        .args([
+            "deploy",
+            "app-group",
+            &group.env,
+            "--yes",
+            "--context",
+            "umbrella-test",
+            "--wait-timeout",
+            "60s",
+        ])
+        .current_dir(group.repo.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("first deploy");
+    let stderr = first.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    for line in lines.by_ref().map_while(Result::ok) {
+        if line.contains("waiting") {
+            break;
+        }
+    }
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let (code, _, err) = group.deploy(&[]);
+    first.kill().expect("stop the first deploy");
+    let _ = first.wait();
+    let _ = drain.join();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("holds the lock")
+            && err.contains("Lease umbrella-system/umbrella-lock-")
+            && err.contains("holder"),
+        "{err}"
+    );
+}
