@@ -225,8 +225,14 @@ async fn deploy_locked(
         let applied = apply_wave(client, request, progress, &targets, wave).await;
         let mut positions = BTreeMap::new();
         let mut failure = None;
+        let mut to_wait = Vec::new();
         for (index, op, result, duration_ms) in applied {
             positions.insert(index, report.objects.len());
+            match &result {
+                Ok(true) => progress.finish(&label_of(&targets[index]), "ready"),
+                Ok(false) => to_wait.push(index),
+                Err(_) => {}
+            }
             if let Err(e) = &result {
                 failure.get_or_insert_with(|| format!("{}: {e}", label_of(&targets[index])));
             }
@@ -247,7 +253,7 @@ async fn deploy_locked(
             return Err(DeployError::Failed { report, reason });
         }
         let (mut failed, mut waiting) = (None, Vec::new());
-        for (index, result) in wait_wave(client, progress, &targets, wave, deadline).await {
+        for (index, result) in wait_wave(client, progress, &targets, &to_wait, deadline).await {
             let entry = &mut report.objects[positions[&index]];
             match result {
                 Ok(()) => {}
@@ -564,7 +570,7 @@ async fn refresh_resources(
 }
 
 /// One apply: the target's index, what it did, whether it worked, how long it took.
-type Outcome = (usize, Op, Result<(), String>, u128);
+type Outcome = (usize, Op, Result<bool, String>, u128);
 
 async fn apply_wave(
     client: &Client,
@@ -581,9 +587,9 @@ async fn apply_wave(
             let started = Instant::now();
             let result = apply_one(client, request, target).await;
             let (op, result) = match result {
-                Ok(op) => {
+                Ok((op, ready)) => {
                     progress.update(&label, &format!("{op:?}").to_lowercase());
-                    (op, Ok(()))
+                    (op, Ok(ready))
                 }
                 Err(e) => {
                     progress.finish(&label, &format!("FAILED: {e}"));
@@ -612,7 +618,7 @@ async fn apply_one(
     client: &Client,
     request: &DeployRequest,
     target: &Target,
-) -> Result<Op, String> {
+) -> Result<(Op, bool), String> {
     let (resource, namespaced) = target.resource.as_ref().ok_or_else(|| {
         format!(
             "{} ({}) is still unknown to the cluster",
@@ -629,11 +635,17 @@ async fn apply_one(
         .patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await
         .map_err(|e| describe_apply_error(&e))?;
-    Ok(match &target.live_version {
+    // Most kinds are ready as applied (their answer says so): only the others are watched.
+    let mut value = serde_json::to_value(&applied).unwrap_or_default();
+    value["apiVersion"] = target.reference.api_version.clone().into();
+    value["kind"] = target.reference.kind.clone().into();
+    let ready = ready::readiness(&value) == Readiness::Ready;
+    let op = match &target.live_version {
         None => Op::Create,
         Some(version) if applied.resource_version().as_ref() == Some(version) => Op::Unchanged,
         Some(_) => Op::Update,
-    })
+    };
+    Ok((op, ready))
 }
 
 async fn wait_wave(
