@@ -112,12 +112,7 @@ fn check_values_files(dir: &Path) -> Result<Vec<String>, YamlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write(dir: &Path, file: &str, text: &str) {
-        let path = dir.join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    use crate::testutil::write;
 
     fn chart_with_subchart() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

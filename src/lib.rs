@@ -18,5 +18,7 @@ pub mod render;
 pub mod report;
 pub mod sources;
 pub mod state;
+#[cfg(test)]
+mod testutil;
 pub mod tls;
 pub mod yaml;

@@ -26,11 +26,7 @@ pub fn write_checks(
                 "ok": checks.iter().all(|c| c.ok),
                 "checks": checks,
             });
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?
-            )
+            write_json(out, &report)
         }
         OutputFormat::Text => {
             let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
@@ -46,6 +42,15 @@ pub fn write_checks(
     }
 }
 
+/// Pretty JSON on one output, for every command's `--output json`.
+fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(value).map_err(std::io::Error::other)?
+    )
+}
+
 /// Writes the build report: a line per image, then each failure with its last log lines.
 pub fn write_build(
     out: &mut impl Write,
@@ -53,11 +58,7 @@ pub fn write_build(
     format: OutputFormat,
 ) -> std::io::Result<()> {
     if format == OutputFormat::Json {
-        return writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(report).map_err(std::io::Error::other)?
-        );
+        return write_json(out, report);
     }
     let width = report
         .images
@@ -112,11 +113,7 @@ pub fn write_render(
     format: OutputFormat,
 ) -> std::io::Result<()> {
     if format == OutputFormat::Json {
-        return writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(rendered).map_err(std::io::Error::other)?
-        );
+        return write_json(out, rendered);
     }
     for app in &rendered.apps {
         writeln!(out, "app {:<24} {} objects", app.name, app.objects)?;
@@ -142,11 +139,7 @@ pub fn write_deploy(
 ) -> std::io::Result<()> {
     use crate::deploy::Op;
     if format == OutputFormat::Json {
-        return writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(report).map_err(std::io::Error::other)?
-        );
+        return write_json(out, report);
     }
     let mut rows: std::collections::BTreeMap<&str, [usize; 5]> = Default::default();
     for object in &report.objects {

@@ -572,3 +572,83 @@ fn a_second_deploy_of_the_same_group_is_refused_while_the_first_runs() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_group_is_built_rendered_committed_and_deployed() {
+    let registry = testenv("UMBRELLA_TEST_REGISTRY_A");
+    let (repo, _) = common::fresh_example(&registry);
+    common::commit_all(repo.path(), "sources");
+    // An environment of its own: the example's namespace is the environment's name.
+    let env = unique("example");
+    let dir = repo.path().to_path_buf();
+    let run = |args: Vec<String>| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            umbrella(
+                &dir,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                &[],
+            )
+        })
+    };
+    let (code, _, err) = run(vec!["ci".into(), "--env".into(), env.clone()])
+        .await
+        .expect("ci");
+    assert_eq!(code, 0, "{err}");
+    let deploy = vec![
+        "deploy".into(),
+        "app-group".into(),
+        env.clone(),
+        "--yes".into(),
+        "-o".into(),
+        "json".into(),
+    ];
+    let (code, out, err) = run(deploy.clone()).await.expect("deploy");
+    let cleanup = Group {
+        repo: tempfile::tempdir().expect("temp dir"),
+        env: env.clone(),
+    };
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).expect("report");
+    let apps: std::collections::BTreeSet<&str> = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter_map(|o| o["app"].as_str())
+        .collect();
+    assert_eq!(
+        apps,
+        [
+            format!("{env}-order-service"),
+            format!("{env}-shop"),
+            format!("{env}-user-service")
+        ]
+        .iter()
+        .map(String::as_str)
+        .collect()
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client().await, &env);
+    for name in ["order-service", "user-service"] {
+        let deployment = deployments.get(name).await.expect("deployment");
+        assert_eq!(
+            deployment.status.and_then(|s| s.available_replicas),
+            Some(2),
+            "{name}"
+        );
+        let commit = deployment
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .remove("umbrella.dev/state-commit")
+            .unwrap_or_default();
+        assert_eq!(commit.len(), 40, "the state commit annotation: {commit}");
+    }
+    let (code, out, _) = run(deploy).await.expect("redeploy");
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&out).expect("report");
+    assert!(
+        ops(&report).iter().all(|(_, op)| op == "unchanged:ok"),
+        "{report}"
+    );
+    drop(cleanup);
+}

@@ -179,13 +179,8 @@ impl Packer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::write;
     use std::os::unix::fs::symlink;
-
-    fn write(dir: &Path, file: &str, text: &str) {
-        let path = dir.join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
 
     fn entries(context: &Context) -> Vec<String> {
         let mut archive = tar::Archive::new(context.tar.as_slice());

@@ -167,12 +167,7 @@ pub fn check_objects(objects: &[Desired]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write(dir: &Path, file: &str, text: &str) {
-        let path = dir.join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    use crate::testutil::write;
 
     #[test]
     fn apps_are_env_dash_subdirectory_and_duplicates_are_found() {

@@ -64,20 +64,30 @@ impl Inventories {
         }
     }
 
-    /// Every inventory of the group, by app.
-    pub async fn list(&self) -> Result<Vec<Inventory>, kube::Error> {
+    /// Every inventory of the group. One that cannot be read is an error: dropping it would
+    /// forget the objects it lists, and they would never be pruned.
+    pub async fn list(&self) -> Result<Vec<Inventory>, String> {
         let params = ListParams::default().labels(&format!(
             "{INVENTORY_LABEL}=true,{GROUP_LABEL}={}",
             self.group
         ));
-        Ok(self
+        let maps = self
             .api
             .list(&params)
-            .await?
-            .items
-            .iter()
-            .filter_map(parse)
-            .collect())
+            .await
+            .map_err(|e| e.to_string())?
+            .items;
+        maps.iter()
+            .map(|map| {
+                parse(map).ok_or_else(|| {
+                    format!(
+                        "inventory ConfigMap {}/{} cannot be read; fix or delete it",
+                        self.namespace,
+                        map.name_any()
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Writes (creates or replaces) an app's inventory.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, DynamicObject, LogParams, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -198,7 +198,7 @@ async fn deploy_locked(
     let previous: BTreeMap<String, Inventory> = inventories
         .list()
         .await
-        .map_err(cluster_error)?
+        .map_err(DeployError::Cluster)?
         .into_iter()
         .map(|i| (i.app.clone(), i))
         .collect();
@@ -557,14 +557,21 @@ async fn refresh_resources(
     if wave.iter().all(|&i| targets[i].resource.is_some()) {
         return Ok(());
     }
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(cluster_error)?;
-    for &index in wave {
-        if targets[index].resource.is_none() {
-            targets[index].resource = resolve(&discovery, &targets[index].reference);
+    // An established CRD can take a moment to show in discovery: ask again a few times.
+    for _ in 0..20 {
+        let discovery = Discovery::new(client.clone())
+            .run()
+            .await
+            .map_err(cluster_error)?;
+        for &index in wave {
+            if targets[index].resource.is_none() {
+                targets[index].resource = resolve(&discovery, &targets[index].reference);
+            }
         }
+        if wave.iter().all(|&i| targets[i].resource.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }
@@ -655,18 +662,34 @@ async fn wait_wave(
     wave: &[usize],
     deadline: tokio::time::Instant,
 ) -> Vec<(usize, Result<(), WaitError>)> {
-    futures_util::future::join_all(wave.iter().map(|&index| async move {
-        let target = &targets[index];
-        let label = label_of(target);
-        let result = wait_ready(client, progress, target, &label, deadline).await;
-        match &result {
-            Ok(()) => progress.finish(&label, "ready"),
-            Err(WaitError::Failed(reason)) => progress.finish(&label, &format!("FAILED: {reason}")),
-            Err(WaitError::Timeout(last)) => progress.finish(&label, &format!("TIMEOUT: {last}")),
+    let mut pending: futures_util::stream::FuturesUnordered<_> = wave
+        .iter()
+        .map(|&index| async move {
+            let target = &targets[index];
+            let label = label_of(target);
+            let result = wait_ready(client, progress, target, &label, deadline).await;
+            match &result {
+                Ok(()) => progress.finish(&label, "ready"),
+                Err(WaitError::Failed(reason)) => {
+                    progress.finish(&label, &format!("FAILED: {reason}"))
+                }
+                Err(WaitError::Timeout(last)) => {
+                    progress.finish(&label, &format!("TIMEOUT: {last}"))
+                }
+            }
+            (index, result)
+        })
+        .collect();
+    let mut results = Vec::new();
+    while let Some((index, result)) = pending.next().await {
+        let failed = matches!(result, Err(WaitError::Failed(_)));
+        results.push((index, result));
+        // Fail fast: the other waits of the wave are dropped, not waited out.
+        if failed {
+            break;
         }
-        (index, result)
-    }))
-    .await
+    }
+    results
 }
 
 #[derive(Debug)]
@@ -697,9 +720,13 @@ async fn wait_ready(
         .applied_objects()
         .boxed();
     let mut pods = pod_watch(client, target);
+    let mut events = warning_watch(client, target);
+    let mut involved: BTreeSet<String> = BTreeSet::from([target.reference.name.clone()]);
     let applied_at = k8s_openapi::jiff::Timestamp::now();
-    let mut unschedulable_since: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut last = "waiting for the first status".to_string();
+    // Pods seen unschedulable: since when, and why.
+    let mut unschedulable_since: BTreeMap<String, (Instant, String)> = BTreeMap::new();
+    let mut last = format!("{label}: waiting for the first status");
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             event = objects.try_next() => match event {
@@ -718,19 +745,29 @@ async fn wait_ready(
                     }
                 }
                 Ok(None) => return Err(WaitError::Failed(format!("{label}: the watch ended"))),
-                Err(e) => return Err(WaitError::Failed(format!("{label}: watch: {e}"))),
+                                // The watcher re-lists and reconnects by itself (with backoff): keep waiting.
+                Err(e) => last = format!("{label}: watch interrupted ({e}), reconnecting"),
             },
-            pod = next_pod(&mut pods) => {
-                if let Some(pod) = pod.filter(|p| p.creation_timestamp().is_none_or(|t| t.0 >= applied_at - k8s_openapi::jiff::SignedDuration::from_secs(120))) {
+                        event = next_item(&mut events) => {
+                let value = serde_json::to_value(&event).unwrap_or_default();
+                if let Some(reason) = ready::warning_failure(&value, &involved, applied_at) {
+                    return Err(WaitError::Failed(format!("{label}: {reason}")));
+                }
+            },
+            pod = next_item(&mut pods) => {
+                involved.insert(pod.name_any());
+                if let Some(pod) = Some(pod).filter(|p| p.creation_timestamp().is_none_or(|t| t.0 >= applied_at - k8s_openapi::jiff::SignedDuration::from_secs(120))) {
                     let value = serde_json::to_value(&pod).unwrap_or_default();
-                    if let Some(reason) = ready::pod_failure(&value) {
+                                        // A Job retries failed pods up to its backoffLimit: its own Failed condition decides.
+                    let failure = if target.reference.kind == "Job" { ready::fatal_waiting(&value) } else { ready::pod_failure(&value) };
+                    if let Some(reason) = failure {
                         let logs = last_log_lines(client, &pod).await;
                         return Err(WaitError::Failed(format!("{label}: {reason}{logs}")));
                     }
                     match ready::unschedulable(&value) {
-                        Some(reason) => {
-                            let since = *unschedulable_since.entry(pod.name_any()).or_insert_with(Instant::now);
-                            if since.elapsed() > UNSCHEDULABLE_GRACE {
+                                                Some(reason) => {
+                            let since = unschedulable_since.entry(pod.name_any()).or_insert_with(|| (Instant::now(), reason.clone()));
+                            if since.0.elapsed() > UNSCHEDULABLE_GRACE {
                                 return Err(WaitError::Failed(format!("{label}: {reason}")));
                             }
                         }
@@ -740,16 +777,22 @@ async fn wait_ready(
                     }
                 }
             },
+                        _ = tick.tick() => {
+                // A pod that stays unschedulable produces no new event: look at the clock too.
+                                if let Some((_, (_, reason))) = unschedulable_since.iter().find(|(_, (since, _))| since.elapsed() > UNSCHEDULABLE_GRACE) {
+                    return Err(WaitError::Failed(format!("{label}: {reason}")));
+                }
+            },
             _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout(last)),
         }
     }
 }
 
-type PodStream =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Pod, watcher::Error>> + Send>>;
+type WatchStream<T> =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, watcher::Error>> + Send>>;
 
 /// A watch on the pods of a workload (by its selector), for failing fast.
-fn pod_watch(client: &Client, target: &Target) -> Option<PodStream> {
+fn pod_watch(client: &Client, target: &Target) -> Option<WatchStream<Pod>> {
     let value = &target.desired.value;
     let selector = match value["kind"].as_str()? {
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
@@ -777,14 +820,29 @@ fn pod_watch(client: &Client, target: &Target) -> Option<PodStream> {
     )
 }
 
-async fn next_pod(pods: &mut Option<PodStream>) -> Option<Pod> {
-    match pods {
-        Some(stream) => match stream.next().await {
-            Some(Ok(pod)) => Some(pod),
-            _ => std::future::pending().await,
-        },
-        None => std::future::pending().await,
+/// A watch on the Warning events of the object's namespace, for failing fast on them.
+fn warning_watch(client: &Client, target: &Target) -> Option<WatchStream<Event>> {
+    let namespace = target.reference.namespace.clone()?;
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    Some(
+        watcher(api, watcher::Config::default().fields("type=Warning"))
+            .default_backoff()
+            .applied_objects()
+            .boxed(),
+    )
+}
+
+/// The next item of an optional watch; never, when there is no watch or it has ended.
+async fn next_item<T>(stream: &mut Option<WatchStream<T>>) -> T {
+    if let Some(stream) = stream {
+        // Errors are passing: the watcher reconnects with backoff.
+        while let Some(item) = stream.next().await {
+            if let Ok(item) = item {
+                return item;
+            }
+        }
     }
+    std::future::pending().await
 }
 
 async fn last_log_lines(client: &Client, pod: &Pod) -> String {

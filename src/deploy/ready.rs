@@ -225,6 +225,11 @@ fn generic(o: &Value) -> Readiness {
 
 /// Why a pod has failed for good: a fatal container waiting reason, or phase Failed.
 pub fn pod_failure(pod: &Value) -> Option<String> {
+    fatal_waiting(pod).or_else(|| failed_phase(pod))
+}
+
+/// A container of the pod waits for a reason that does not heal by waiting.
+pub fn fatal_waiting(pod: &Value) -> Option<String> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let statuses = ["initContainerStatuses", "containerStatuses"]
         .iter()
@@ -243,6 +248,11 @@ pub fn pod_failure(pod: &Value) -> Option<String> {
             ));
         }
     }
+    None
+}
+
+fn failed_phase(pod: &Value) -> Option<String> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     if pod["status"]["phase"] == "Failed" {
         let reason = pod["status"]["reason"].as_str().unwrap_or("Failed");
         let terminated = pod["status"]["containerStatuses"]
@@ -271,6 +281,31 @@ pub fn pod_failure(pod: &Value) -> Option<String> {
         });
     }
     None
+}
+
+/// A Warning event whose reason contains `Failed`, about one of `involved` (the object and its
+/// pods), that happened after `since`: the reason and message.
+pub fn warning_failure(
+    event: &Value,
+    involved: &std::collections::BTreeSet<String>,
+    since: k8s_openapi::jiff::Timestamp,
+) -> Option<String> {
+    let reason = event["reason"].as_str()?;
+    let name = event["involvedObject"]["name"].as_str()?;
+    let when = ["lastTimestamp", "eventTime", "firstTimestamp"]
+        .iter()
+        .find_map(|k| event[k].as_str())
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let recent = when.is_some_and(|t| t >= since - k8s_openapi::jiff::SignedDuration::from_secs(2));
+    // FailedScheduling can heal (a node may come): it counts only after the Unschedulable grace.
+    let counts = reason.contains("Failed") && reason != "FailedScheduling";
+    (event["type"] == "Warning" && counts && involved.contains(name) && recent).then(|| {
+        format!(
+            "{} {name}: {reason}: {}",
+            event["involvedObject"]["kind"].as_str().unwrap_or_default(),
+            event["message"].as_str().unwrap_or_default()
+        )
+    })
 }
 
 /// Whether a pod has been unschedulable (condition PodScheduled=False, reason Unschedulable).
@@ -339,6 +374,55 @@ mod tests {
         assert_eq!(readiness(&cm), Readiness::Ready);
         let cr = json!({"apiVersion": "x.io/v1", "kind": "Thing", "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Reconciling"}]}});
         assert!(matches!(readiness(&cr), Readiness::Waiting(_)));
+    }
+
+    #[test]
+    fn recent_failed_warnings_about_the_object_or_its_pods_count() {
+        let since: k8s_openapi::jiff::Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let involved = std::collections::BTreeSet::from(["web".to_string(), "web-1".to_string()]);
+        let event = |name: &str, reason: &str, at: &str| json!({"type": "Warning", "reason": reason, "message": "m", "lastTimestamp": at, "involvedObject": {"kind": "Pod", "name": name}});
+        assert_eq!(
+            warning_failure(
+                &event("web-1", "FailedMount", "2026-01-01T10:00:05Z"),
+                &involved,
+                since
+            )
+            .unwrap(),
+            "Pod web-1: FailedMount: m"
+        );
+        assert_eq!(
+            warning_failure(
+                &event("other", "FailedMount", "2026-01-01T10:00:05Z"),
+                &involved,
+                since
+            ),
+            None
+        );
+        assert_eq!(
+            warning_failure(
+                &event("web-1", "BackOff", "2026-01-01T10:00:05Z"),
+                &involved,
+                since
+            ),
+            None
+        );
+        assert_eq!(
+            warning_failure(
+                &event("web-1", "FailedScheduling", "2026-01-01T10:00:05Z"),
+                &involved,
+                since
+            ),
+            None
+        );
+        assert_eq!(
+            warning_failure(
+                &event("web-1", "FailedMount", "2026-01-01T09:00:00Z"),
+                &involved,
+                since
+            ),
+            None,
+            "an old event"
+        );
     }
 
     #[test]

@@ -256,14 +256,8 @@ fn rewrite_embedded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::kbld_config as config;
     use serde_json::json;
-
-    fn config(yaml: &str) -> KbldConfig {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sources.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        KbldConfig::load(&path).unwrap()
-    }
 
     #[test]
     fn default_rule_finds_image_keys_at_any_depth_and_strings_only() {

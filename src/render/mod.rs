@@ -185,9 +185,15 @@ fn chart_lock_versions(dir: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// An unpacked subchart satisfies an exact version only by having it; a range (`^1.2`, `~1`,
+/// `>=1`) without a Chart.lock to pin it is satisfied by whatever is unpacked.
 fn unpacked_version_is(chart_yaml: &Path, version: &str) -> bool {
+    let exact = !version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
     crate::yaml::read_single::<crate::chart::ChartMetadata>(chart_yaml)
-        .is_ok_and(|c| version.is_empty() || c.version == version)
+        .is_ok_and(|c| !exact || c.version == version)
 }
 
 async fn helm_template(

@@ -204,13 +204,7 @@ async fn ask(registries: &Registries, lookup: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(yaml: &str) -> KbldConfig {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sources.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        KbldConfig::load(&path).unwrap()
-    }
+    use crate::testutil::kbld_config as config;
 
     const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
