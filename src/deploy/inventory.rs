@@ -155,9 +155,22 @@ impl Inventories {
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     let current = api.get(&name).await.map_err(|e| e.to_string())?;
                     if lease_expired(&current) {
-                        // A holder that died: take its lease over.
-                        let _ = api.delete(&name, &DeleteParams::default()).await;
-                        continue;
+                        // A holder that died: take its lease over, but only the lease we saw
+                        // (the resourceVersion precondition), so two waiters cannot both win.
+                        let mut takeover = lease.clone();
+                        takeover.metadata.resource_version =
+                            current.metadata.resource_version.clone();
+                        match api.replace(&name, &PostParams::default(), &takeover).await {
+                            Ok(_) => {
+                                return Ok(GroupLock {
+                                    api,
+                                    name,
+                                    holder: holder.to_string(),
+                                });
+                            }
+                            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                            Err(e) => return Err(e.to_string()),
+                        }
                     }
                     let other = current
                         .spec
@@ -212,8 +225,28 @@ impl GroupLock {
         })
     }
 
+    /// Deletes the lease if it is still ours: a lease another deploy took over stays.
     pub async fn release(self) {
-        let _ = self.api.delete(&self.name, &DeleteParams::default()).await;
+        let Ok(current) = self.api.get(&self.name).await else {
+            return;
+        };
+        if current
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            != Some(self.holder.as_str())
+        {
+            return;
+        }
+        let preconditions = kube::api::Preconditions {
+            resource_version: current.metadata.resource_version.clone(),
+            uid: current.metadata.uid.clone(),
+        };
+        let params = DeleteParams {
+            preconditions: Some(preconditions),
+            ..Default::default()
+        };
+        let _ = self.api.delete(&self.name, &params).await;
     }
 }
 

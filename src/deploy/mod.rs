@@ -465,13 +465,19 @@ async fn preflight(
         .collect::<Vec<_>>()
         .await;
     for (index, check) in checks {
+        let place = format!(
+            "{}: {}",
+            targets[index].desired.file.display(),
+            targets[index].reference
+        );
         match check {
             Ok(version) => targets[index].live_version = version,
-            Err(problem) => problems.push(format!(
-                "{}: {}: {problem}",
-                targets[index].desired.file.display(),
-                targets[index].reference
-            )),
+            Err(CheckError::Invalid(problem)) => problems.push(format!("{place}: {problem}")),
+            Err(CheckError::Cluster(problem)) => {
+                return Err(DeployError::Cluster(format!(
+                    "{place}: {problem}; nothing was applied"
+                )));
+            }
         }
     }
     problems.sort();
@@ -507,7 +513,7 @@ async fn check_one(
     client: &Client,
     target: &Target,
     request: &DeployRequest,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, CheckError> {
     let Some((resource, namespaced)) = &target.resource else {
         return Ok(None);
     };
@@ -515,16 +521,16 @@ async fn check_one(
     let live = api
         .get_opt(&target.reference.name)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(CheckError::from)?;
     if let Some(live) = &live
         && let Some(owner) = live.labels().get(APP_LABEL)
         && owner != &target.desired.app
         && !request.adopt
     {
-        return Err(format!(
+        return Err(CheckError::Invalid(format!(
             "owned by app {owner}; pass --adopt to move it to {}",
             target.desired.app
-        ));
+        )));
     }
     let mut params = PatchParams::apply(MANAGER).dry_run();
     if request.force_conflicts {
@@ -533,8 +539,28 @@ async fn check_one(
     let object = prepared(target, request.commits.get(&target.desired.app));
     api.patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await
-        .map_err(|e| describe_apply_error(&e))?;
+        .map_err(CheckError::from)?;
     Ok(live.and_then(|l| l.resource_version()))
+}
+
+/// A preflight check that failed: because of the input (exit 2), or of the cluster (exit 1).
+enum CheckError {
+    Invalid(String),
+    Cluster(String),
+}
+
+impl From<kube::Error> for CheckError {
+    fn from(error: kube::Error) -> Self {
+        match &error {
+            // The API server judged the object: a problem of the input.
+            kube::Error::Api(status)
+                if status.code != 401 && status.code != 403 && status.code < 500 =>
+            {
+                CheckError::Invalid(describe_apply_error(&error))
+            }
+            _ => CheckError::Cluster(describe_apply_error(&error)),
+        }
+    }
 }
 
 fn describe_apply_error(error: &kube::Error) -> String {
@@ -895,8 +921,12 @@ async fn prune(
         .map(|(v, (_, o))| order::Change::of(v, o.namespace.is_some()))
         .collect();
     let names: Vec<String> = stale.iter().map(|(_, o)| o.to_string()).collect();
-    let waves = order::upsert_waves(&changes, &BTreeSet::new(), &names)
-        .map_err(|e| DeployError::Invalid(vec![e.to_string()]))?;
+    let waves = order::upsert_waves(&changes, &BTreeSet::new(), &names).map_err(|e| {
+        DeployError::Failed {
+            report: report.clone(),
+            reason: format!("ordering the objects to prune: {e}"),
+        }
+    })?;
     let ordered: Vec<Vec<(String, ObjectRef)>> = waves
         .into_iter()
         .rev()
