@@ -332,16 +332,29 @@ async fn a_job_runs_before_a_deployment_and_a_crd_before_its_resources() {
         widget.get_opt("w").await.expect("get").is_some(),
         "the custom resource was applied after its CRD"
     );
-    let _ = Command::new("kubectl")
-        .args([
-            "--context",
-            "umbrella-test",
-            "delete",
-            "crd",
-            &format!("widgets.{crd_group}"),
-            "--wait=false",
-        ])
-        .output();
+
+    // Pruning runs the order backwards: the custom resource goes before its CRD.
+    group.remove("app", Some("crd.yaml"));
+    group.remove("app", Some("widget.yaml"));
+    let (code, report, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    let deleted: Vec<&str> = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter(|o| o["op"] == "delete")
+        .filter_map(|o| o["object"].as_str())
+        .collect();
+    let position = |prefix: &str| {
+        deleted
+            .iter()
+            .position(|o| o.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} not deleted: {deleted:?}"))
+    };
+    assert!(
+        position("Widget/w") < position("CustomResourceDefinition/"),
+        "{deleted:?}"
+    );
 }
 
 #[test]

@@ -921,12 +921,12 @@ async fn prune(
         .map(|(v, (_, o))| order::Change::of(v, o.namespace.is_some()))
         .collect();
     let names: Vec<String> = stale.iter().map(|(_, o)| o.to_string()).collect();
-    let waves = order::upsert_waves(&changes, &BTreeSet::new(), &names).map_err(|e| {
-        DeployError::Failed {
+    let custom = stale_crd_kinds(client, &stale).await;
+    let waves =
+        order::upsert_waves(&changes, &custom, &names).map_err(|e| DeployError::Failed {
             report: report.clone(),
             reason: format!("ordering the objects to prune: {e}"),
-        }
-    })?;
+        })?;
     let ordered: Vec<Vec<(String, ObjectRef)>> = waves
         .into_iter()
         .rev()
@@ -981,6 +981,26 @@ async fn prune(
         }
     }
     Ok(())
+}
+
+/// The kinds the stale CRDs define, read from the live CRDs: their custom resources must be
+/// deleted before them (the upsert order, backwards).
+async fn stale_crd_kinds(
+    client: &Client,
+    stale: &[(String, ObjectRef)],
+) -> BTreeSet<(String, String)> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut kinds = BTreeSet::new();
+    for (_, reference) in stale
+        .iter()
+        .filter(|(_, o)| o.kind == "CustomResourceDefinition")
+    {
+        if let Ok(Some(crd)) = api.get_opt(&reference.name).await {
+            kinds.insert((crd.spec.group.clone(), crd.spec.names.kind.clone()));
+        }
+    }
+    kinds
 }
 
 async fn delete_one(
