@@ -475,3 +475,58 @@ fn ctrl_c_stops_the_builds_and_writes_nothing() {
     );
     assert!(!repo.path().join("umbrella-state/images.lock.yaml").exists());
 }
+
+/// Builds `FROM base RUN echo nonce` locally as `tag` (a base image of the test's own).
+async fn build_base(tag: &str, nonce: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo {nonce} > /base-version\n",
+            testenv("UMBRELLA_TEST_BASE_IMAGE")
+        ),
+    )
+    .expect("Dockerfile");
+    let context = umbrella::build::context::pack(dir.path(), "Dockerfile", None).expect("context");
+    let engine = umbrella::docker::Engine::connect().await.expect("engine");
+    engine
+        .build(context.tar, "Dockerfile", tag, &Default::default(), |_| {})
+        .await
+        .expect("build the base image");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_base_image_is_a_new_input() {
+    let registry = testenv("UMBRELLA_TEST_REGISTRY_A");
+    let (repo, _) = fresh_example(&registry);
+    let base = format!("umbrella.local/{}:1", unique("base"));
+    build_base(&base, "one").await;
+    let dockerfile = repo.path().join("services/order-service/Dockerfile");
+    let text = std::fs::read_to_string(&dockerfile).expect("read");
+    std::fs::write(
+        &dockerfile,
+        text.replace(
+            "ARG BASE_IMAGE=umbrella.local/busybox:1.35",
+            &format!("ARG BASE_IMAGE={base}"),
+        ),
+    )
+    .expect("write");
+    let dir = repo.path().to_path_buf();
+    let build_order = || {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || build(&dir, &["--only", "order-service"], &[]))
+    };
+    let (code, report, text) = build_order().await.expect("build");
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(outcomes(&report), vec![pair("order-service", "built")]);
+    let (_, report, _) = build_order().await.expect("build");
+    assert_eq!(outcomes(&report), vec![pair("order-service", "cached")]);
+    build_base(&base, "two").await;
+    let (code, report, text) = build_order().await.expect("build");
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        outcomes(&report),
+        vec![pair("order-service", "built")],
+        "the same context on a new base image must be built again"
+    );
+}

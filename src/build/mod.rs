@@ -306,7 +306,8 @@ async fn run_source(plan: &Plan, shared: &Shared, result: &mut ImageResult) -> R
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("context {}: {e}", relative(&shared.root, &plan.context_dir)))?;
-    let key = content_key(&context.digest, plan);
+    let bases = base_identities(shared, plan).await;
+    let key = content_key(&context.digest, plan, &bases);
     let tag = key_tag(&key);
     result.content_key = Some(key);
     result.tags = std::iter::once(tag.clone())
@@ -408,6 +409,52 @@ async fn run_source(plan: &Plan, shared: &Shared, result: &mut ImageResult) -> R
     result.outcome = Outcome::Built;
     result.digest = Some(served);
     Ok(())
+}
+
+/// What each base image is right now: its local image ID, or (when it is not local, or
+/// `pull` asks for the newest) its registry digest. An image that is neither stays by name:
+/// the build itself will say what is wrong with it.
+async fn base_identities(shared: &Shared, plan: &Plan) -> Vec<String> {
+    let file = plan
+        .external_dockerfile
+        .clone()
+        .unwrap_or_else(|| plan.context_dir.join(&plan.dockerfile));
+    let text = tokio::fs::read_to_string(&file).await.unwrap_or_default();
+    let mut identities = Vec::new();
+    for image in plan::base_images(&text, &plan.options.build_args) {
+        let local = if plan.options.pull {
+            None
+        } else {
+            shared
+                .engine
+                .docker
+                .inspect_image(&image)
+                .await
+                .ok()
+                .and_then(|i| i.id)
+        };
+        let identity = match local {
+            Some(id) => id,
+            None => remote_digest(shared, &image)
+                .await
+                .unwrap_or_else(|| image.clone()),
+        };
+        identities.push(format!("{image}={identity}"));
+    }
+    identities
+}
+
+async fn remote_digest(shared: &Shared, image: &str) -> Option<String> {
+    if image.contains("@sha256:") {
+        return Some(image.to_string());
+    }
+    let repository = crate::sources::repository_of(image);
+    let (host, path) = split_repository(repository);
+    let registry = shared.registry(&host).await.ok()?;
+    registry
+        .manifest_digest(&path, crate::render::pin::tag_of(image))
+        .await
+        .ok()
 }
 
 /// Pushes through the engine with bounded retries. A refusal for lack of credentials is not

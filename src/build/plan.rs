@@ -218,9 +218,13 @@ pub fn apply_raw_options(raw: &[String], options: &mut BuildOptions) -> Result<(
 
 /// The content key: what the context holds, which Dockerfile, and every build option.
 /// Same key, same image: a key already in the destination is not built again.
-pub fn content_key(context_digest: &str, plan: &Plan) -> String {
+///
+/// `base_images` are the identities (image IDs or registry digests) of the images the
+/// Dockerfile builds FROM: a new base image is a new input, and is built again.
+pub fn content_key(context_digest: &str, plan: &Plan, base_images: &[String]) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(b"umbrella-build-key-v1\n");
+    // v2: base images joined the key.
+    hasher.update(b"umbrella-build-key-v2\n");
     hasher.update(context_digest.as_bytes());
     hasher.update(b"\n");
     hasher.update(plan.dockerfile.as_bytes());
@@ -230,7 +234,64 @@ pub fn content_key(context_digest: &str, plan: &Plan) -> String {
             .unwrap_or_default()
             .as_bytes(),
     );
+    for base in base_images {
+        hasher.update(b"\nFROM ");
+        hasher.update(base.as_bytes());
+    }
     hex::encode(hasher.finalize())
+}
+
+/// The images a Dockerfile builds FROM, with `ARG` defaults and build arguments substituted;
+/// `scratch` and earlier stages are left out.
+pub fn base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut args: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut bases = Vec::new();
+    for line in dockerfile.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        let Some(instruction) = words.next() else {
+            continue;
+        };
+        match instruction.to_ascii_uppercase().as_str() {
+            // Only ARGs before the first FROM apply to FROM lines.
+            "ARG" if stages.is_empty() && bases.is_empty() => {
+                if let Some(definition) = words.next() {
+                    let (name, default) = definition.split_once('=').unwrap_or((definition, ""));
+                    let value = build_args
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| default.trim_matches('"').to_string());
+                    args.insert(name.to_string(), value);
+                }
+            }
+            "FROM" => {
+                let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+                let Some(image) = rest.first() else { continue };
+                let image = substitute(image, &args);
+                if image != "scratch" && !stages.contains(&image) && !bases.contains(&image) {
+                    bases.push(image);
+                }
+                if let [_, alias, name] = rest.as_slice()
+                    && alias.eq_ignore_ascii_case("as")
+                {
+                    stages.push(name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    bases
+}
+
+/// `${NAME}` and `$NAME` from `args`.
+fn substitute(text: &str, args: &BTreeMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for (name, value) in args {
+        out = out
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    out
 }
 
 /// The tag that carries the content key in the destination repository.
@@ -298,16 +359,42 @@ mod tests {
     }
 
     #[test]
-    fn key_changes_with_options_and_context_only() {
-        let base = content_key("ctx", &plan_for(BuildOptions::default()));
-        assert_eq!(base, content_key("ctx", &plan_for(BuildOptions::default())));
+    fn from_lines_give_the_base_images() {
+        let dockerfile = "# syntax=docker/dockerfile:1\nARG BASE=busybox:1\nARG OTHER\nFROM --platform=linux/amd64 ${BASE} AS build\nRUN make\nFROM scratch\nCOPY --from=build /a /a\nFROM build AS test\nFROM $OTHER\n";
+        let args = BTreeMap::from([("OTHER".to_string(), "alpine:3".to_string())]);
+        assert_eq!(
+            base_images(dockerfile, &args),
+            vec!["busybox:1", "alpine:3"]
+        );
+        let args = BTreeMap::from([
+            ("BASE".to_string(), "debian:12".to_string()),
+            ("OTHER".to_string(), "debian:12".to_string()),
+        ]);
+        assert_eq!(base_images(dockerfile, &args), vec!["debian:12"]);
+    }
+
+    #[test]
+    fn key_changes_with_options_context_and_base_images_only() {
+        let base = content_key("ctx", &plan_for(BuildOptions::default()), &[]);
+        assert_eq!(
+            base,
+            content_key("ctx", &plan_for(BuildOptions::default()), &[])
+        );
         assert_ne!(
             base,
-            content_key("ctx2", &plan_for(BuildOptions::default()))
+            content_key("ctx2", &plan_for(BuildOptions::default()), &[])
+        );
+        assert_ne!(
+            base,
+            content_key(
+                "ctx",
+                &plan_for(BuildOptions::default()),
+                &["sha256:new-base".into()]
+            )
         );
         let mut with_arg = BuildOptions::default();
         with_arg.build_args.insert("A".into(), "1".into());
-        assert_ne!(base, content_key("ctx", &plan_for(with_arg)));
+        assert_ne!(base, content_key("ctx", &plan_for(with_arg), &[]));
         assert_eq!(key_tag(&base).len(), "umbrella-".len() + 32);
     }
 }
