@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
+use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -133,6 +134,15 @@ impl Engine {
         if let Some(platform) = &options.platform {
             builder = builder.platform(platform);
         }
+        if options.buildkit {
+            self.require_buildkit()?;
+            // bollard serves the BuildKit session (credentials, outputs) under this id.
+            let session = session_id();
+            builder = builder
+                .version(BuilderVersion::BuilderBuildKit)
+                .session(&session);
+            on_line("building with BuildKit");
+        }
         let mut stream = self.docker.build_image(
             builder.build(),
             None,
@@ -140,6 +150,10 @@ impl Engine {
         );
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| DockerError::Build(e.to_string()))?;
+            // BuildKit reports steps and their output as trace messages, not stream lines.
+            if let Some(BuildInfoAux::BuildKit(status)) = &info.aux {
+                buildkit_lines(status, &mut on_line);
+            }
             if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
                 text.lines()
                     .filter(|l| !l.trim().is_empty())
@@ -148,6 +162,19 @@ impl Engine {
             if let Some(message) = info.error_detail.and_then(|d| d.message) {
                 return Err(DockerError::Build(message));
             }
+        }
+        Ok(())
+    }
+
+    /// BuildKit builds through the API need engine API 1.39 (Docker 18.09) or newer.
+    fn require_buildkit(&self) -> Result<(), DockerError> {
+        let version = self.docker.client_version();
+        let (major, minor) = (version.major_version, version.minor_version);
+        if (major, minor) < (1, 39) {
+            return Err(DockerError::Build(format!(
+                "the Docker engine at {} speaks API {major}.{minor}, which has no BuildKit builder (1.39 or newer needed); remove `buildkit: true`",
+                self.host
+            )));
         }
         Ok(())
     }
@@ -165,6 +192,37 @@ impl Engine {
                 image: format!("{repository}:{tag}"),
                 reason: e.to_string(),
             })
+    }
+}
+
+/// A BuildKit session id unique to this process and build.
+fn session_id() -> String {
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("umbrella-{}-{nanos}-{count}", std::process::id())
+}
+
+/// The lines a BuildKit status carries: a step when it starts, its output, its error.
+fn buildkit_lines(
+    status: &bollard::moby::buildkit::v1::StatusResponse,
+    on_line: &mut impl FnMut(&str),
+) {
+    for vertex in &status.vertexes {
+        if vertex.started.is_some() && vertex.completed.is_none() {
+            on_line(&vertex.name);
+        }
+        if !vertex.error.is_empty() {
+            on_line(&format!("{}: {}", vertex.name, vertex.error));
+        }
+    }
+    for log in &status.logs {
+        String::from_utf8_lossy(&log.msg)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .for_each(&mut *on_line);
     }
 }
 

@@ -530,3 +530,31 @@ async fn a_new_base_image_is_a_new_input() {
         "the same context on a new base image must be built again"
     );
 }
+
+#[test]
+fn buildkit_builds_when_the_source_asks_for_it() {
+    let registry = testenv("UMBRELLA_TEST_REGISTRY_A");
+    let (repo, _) = fresh_example(&registry);
+    let sources = std::fs::read_to_string(repo.path().join("sources.yaml")).expect("read");
+    let sources = sources.replacen(
+        "    path: services/order-service\n",
+        "    path: services/order-service\n    docker:\n      build:\n        buildkit: true\n",
+        1,
+    );
+    std::fs::write(repo.path().join("sources.yaml"), sources).expect("write");
+    let (code, report, text) = build(repo.path(), &["--only", "order-service"], &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(outcomes(&report), vec![pair("order-service", "built")]);
+    assert!(text.contains("building with BuildKit"), "{text}");
+
+    let dockerfile = repo.path().join("services/order-service/Dockerfile");
+    let original = std::fs::read_to_string(&dockerfile).expect("read");
+    std::fs::write(&dockerfile, format!("{original}RUN exit 7\n")).expect("write");
+    let (code, report, text) = build(repo.path(), &["--only", "order-service"], &[]);
+    assert_eq!(code, 1, "{text}");
+    let error = report["images"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("exit code: 7") || error.contains("exit 7"),
+        "{error}"
+    );
+}

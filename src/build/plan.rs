@@ -37,6 +37,8 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     pub pull: bool,
     pub no_cache: bool,
+    /// Build with the engine's BuildKit builder instead of the classic one.
+    pub buildkit: bool,
 }
 
 /// The rawOptions umbrella understands; anything else is refused rather than ignored.
@@ -102,15 +104,12 @@ fn plan_source(config: &KbldConfig, source: &Source, root: &Path) -> Result<Plan
             problems.push(format!("source {name}: {}: {e}", ignore.display()));
         }
     }
-    if source.docker.buildkit == Some(true) {
-        problems.push(format!(
-            "source {name}: field `docker.build.buildkit`: BuildKit builds are not supported yet; remove it to use the classic builder"
-        ));
-    }
+
     let mut options = BuildOptions {
         target: source.docker.target.clone(),
         pull: source.docker.pull.unwrap_or(false),
         no_cache: source.docker.no_cache.unwrap_or(false),
+        buildkit: source.docker.buildkit.unwrap_or(false),
         ..Default::default()
     };
     if let Err(e) = apply_raw_options(&source.docker.raw_options, &mut options) {
