@@ -50,6 +50,12 @@ fn pair(image: &str, outcome: &str) -> (String, String) {
     (image.to_string(), outcome.to_string())
 }
 
+/// Adds `line` at the end of a file.
+fn append(path: &Path, line: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    std::fs::write(path, format!("{text}{line}\n")).expect("write");
+}
+
 fn lock_text(repo: &Path) -> String {
     std::fs::read_to_string(repo.join("umbrella-state/images.lock.yaml"))
         .expect("images lock written")
@@ -217,12 +223,7 @@ fn a_failing_build_shows_its_log_lets_the_others_finish_and_writes_no_lock() {
     let registry = testenv("UMBRELLA_TEST_REGISTRY_A");
     let (repo, _) = fresh_example(&registry);
     let dockerfile = repo.path().join("services/user-service/Dockerfile");
-    let text = std::fs::read_to_string(&dockerfile).expect("read");
-    std::fs::write(
-        &dockerfile,
-        format!("{text}RUN echo about to fail && exit 3\n"),
-    )
-    .expect("write");
+    append(&dockerfile, "RUN echo about to fail && exit 3");
     let (code, report, out) = build(repo.path(), &[], &[]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(
@@ -432,12 +433,7 @@ fn ctrl_c_stops_the_builds_and_writes_nothing() {
     let registry = testenv("UMBRELLA_TEST_REGISTRY_A");
     let (repo, _) = fresh_example(&registry);
     let dockerfile = repo.path().join("services/order-service/Dockerfile");
-    let text = std::fs::read_to_string(&dockerfile).expect("read");
-    std::fs::write(
-        &dockerfile,
-        format!("{text}RUN echo slow-step-started && sleep 30\n"),
-    )
-    .expect("write");
+    append(&dockerfile, "RUN echo slow-step-started && sleep 30");
     let mut child = Command::new(env!("CARGO_BIN_EXE_umbrella"))
         .args(["build", "--output", "json"])
         .current_dir(repo.path())
@@ -548,8 +544,7 @@ fn buildkit_builds_when_the_source_asks_for_it() {
     assert!(text.contains("building with BuildKit"), "{text}");
 
     let dockerfile = repo.path().join("services/order-service/Dockerfile");
-    let original = std::fs::read_to_string(&dockerfile).expect("read");
-    std::fs::write(&dockerfile, format!("{original}RUN exit 7\n")).expect("write");
+    append(&dockerfile, "RUN exit 7");
     let (code, report, text) = build(repo.path(), &["--only", "order-service"], &[]);
     assert_eq!(code, 1, "{text}");
     let error = report["images"][0]["error"].as_str().unwrap_or_default();

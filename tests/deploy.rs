@@ -124,6 +124,39 @@ impl Drop for Group {
     }
 }
 
+/// Starts a deploy of the group and returns once its output shows `marker`; a thread drains
+/// the rest of its output.
+fn start_deploy(
+    group: &Group,
+    extra: &[&str],
+    marker: &str,
+) -> (std::process::Child, std::thread::JoinHandle<()>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_umbrella"))
+        .args([
+            "deploy",
+            "app-group",
+            &group.env,
+            "--yes",
+            "--context",
+            "umbrella-test",
+        ])
+        .args(extra)
+        .current_dir(group.repo.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start deploy");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    for line in lines.by_ref().map_while(Result::ok) {
+        if line.contains(marker) {
+            break;
+        }
+    }
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, drain)
+}
+
 fn ops(report: &Value) -> Vec<(String, String)> {
     let mut list: Vec<(String, String)> = report["objects"]
         .as_array()
@@ -465,28 +498,10 @@ fn a_killed_deploy_converges_when_run_again() {
         "deployment.yaml",
         &group.deployment("slow", &image(), "        rev: two\n"),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_umbrella"))
-        .args([
-            "deploy",
-            "app-group",
-            &group.env,
-            "--yes",
-            "--context",
-            "umbrella-test",
-        ])
-        .current_dir(group.repo.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start deploy");
-    let stderr = child.stderr.take().expect("stderr");
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-        if line.contains("applying") {
-            break;
-        }
-    }
+    let (mut child, drain) = start_deploy(&group, &[], "applying");
     child.kill().expect("SIGKILL");
     let _ = child.wait();
+    let _ = drain.join();
     // The lock of the killed run expires; the next run takes it over and converges.
     let (code, report, err) = group.deploy(&["--lock-timeout", "60s"]);
     assert_eq!(code, 0, "{err}");
@@ -549,30 +564,7 @@ fn a_second_deploy_of_the_same_group_is_refused_while_the_first_runs() {
         "    spec:\n      nodeSelector:\n        no-such-node: \"true\"\n      containers:",
     );
     group.write("app", "deployment.yaml", &waiting);
-    let mut first = Command::new(env!("CARGO_BIN_EXE_umbrella"))
-        .args([
-            "deploy",
-            "app-group",
-            &group.env,
-            "--yes",
-            "--context",
-            "umbrella-test",
-            "--wait-timeout",
-            "60s",
-        ])
-        .current_dir(group.repo.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("first deploy");
-    let stderr = first.stderr.take().expect("stderr");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    for line in lines.by_ref().map_while(Result::ok) {
-        if line.contains("waiting") {
-            break;
-        }
-    }
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let (mut first, drain) = start_deploy(&group, &["--wait-timeout", "60s"], "waiting");
     let (code, _, err) = group.deploy(&[]);
     first.kill().expect("stop the first deploy");
     let _ = first.wait();
