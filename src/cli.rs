@@ -139,6 +139,10 @@ pub struct DeployArgs {
     /// How long to wait for another deploy of the group to finish (default: fail at once).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     lock_timeout: std::time::Duration,
+    /// Deploy the state as committed at this git revision (read from git's objects; the work
+    /// tree is not touched), e.g. to roll back.
+    #[arg(long)]
+    revision: Option<String>,
     /// Do not ask for confirmation on a terminal.
     #[arg(long, short = 'y')]
     yes: bool,
@@ -446,12 +450,43 @@ fn confirm(question: &str) -> bool {
     matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
 }
 
+/// The state to deploy: the work tree's, or the one a revision holds (exported to `scratch`),
+/// with the commit of each app.
+fn deploy_source(
+    root: &Path,
+    args: &DeployArgs,
+    scratch: &Path,
+) -> anyhow::Result<(PathBuf, std::collections::BTreeMap<String, String>)> {
+    let Some(revision) = &args.revision else {
+        return Ok((
+            state_dir::path(root, &args.env),
+            app_commits(root, &args.env),
+        ));
+    };
+    let relative = format!("{}/{}", render::STATE_DIR, args.env);
+    let sha = state::export_tree(root, revision, &relative, scratch)?;
+    let apps = crate::deploy::desired::app_dirs(scratch, &args.env)
+        .with_context(|| format!("reading {relative} at {revision}"))?;
+    Ok((
+        scratch.to_path_buf(),
+        apps.into_keys().map(|app| (app, sha.clone())).collect(),
+    ))
+}
+
 async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> {
     use crate::deploy::{self, DeployError, DeployRequest};
+    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    let (state_dir, commits) = match deploy_source(root, args, scratch.path()) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("umbrella deploy: {error:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let request = DeployRequest {
-        state_dir: state_dir::path(root, &args.env),
+        state_dir,
         env: args.env.clone(),
-        commits: app_commits(root, &args.env),
+        commits,
         context: args.context.clone(),
         wait_timeout: args.wait_timeout,
         concurrency: args.concurrency,

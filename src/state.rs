@@ -224,3 +224,52 @@ fn signature(
     let email = std::env::var("GIT_AUTHOR_EMAIL").unwrap_or_else(|_| "umbrella@localhost".into());
     Ok(git2::Signature::now(&name, &email)?)
 }
+
+/// Writes the `path` directory (relative to the repository root) as it is in the commit `rev`
+/// into `target`, straight from git's objects: the work tree is not touched. Returns the
+/// commit's full sha.
+pub fn export_tree(
+    root: &Path,
+    rev: &str,
+    path: &str,
+    target: &Path,
+) -> Result<String, CommitError> {
+    let repo = git2::Repository::discover(root)?;
+    let commit = repo
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| CommitError::Refused(format!("revision `{rev}`: {}", e.message())))?;
+    let entry = commit
+        .tree()?
+        .get_path(Path::new(path))
+        .map_err(|_| CommitError::Refused(format!("revision `{rev}` has no {path}")))?;
+    let tree = repo.find_tree(entry.id()).map_err(|_| {
+        CommitError::Refused(format!("revision `{rev}`: {path} is not a directory"))
+    })?;
+    let mut failure = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        let file = target.join(dir).join(entry.name().unwrap_or_default());
+        let written = repo
+            .find_blob(entry.id())
+            .map_err(|e| e.to_string())
+            .and_then(|blob| {
+                std::fs::create_dir_all(file.parent().unwrap_or(target))
+                    .map_err(|e| e.to_string())?;
+                std::fs::write(&file, blob.content()).map_err(|e| e.to_string())
+            });
+        match written {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(e) => {
+                failure = Some(format!("{}: {e}", file.display()));
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })?;
+    match failure {
+        Some(reason) => Err(CommitError::Refused(reason)),
+        None => Ok(commit.id().to_string()),
+    }
+}

@@ -657,3 +657,50 @@ async fn the_example_group_is_built_rendered_committed_and_deployed() {
     );
     drop(cleanup);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_earlier_revision_deploys_from_git_without_touching_the_work_tree() {
+    let group = Group::new("rev");
+    let env = group.env.clone();
+    group.write("app", "a.yaml", &group.config_map("a"));
+    common::commit_all(group.repo.path(), "state v1");
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    group.write("app", "b.yaml", &group.config_map("b"));
+    common::commit_all(group.repo.path(), "state v2");
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+
+    let (code, report, err) =
+        tokio::task::block_in_place(|| group.deploy(&["--revision", "HEAD~1"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        ops(&report).contains(&(format!("ConfigMap/b in {env}"), "delete:ok".to_string())),
+        "{report}"
+    );
+    let config_maps: Api<ConfigMap> = Api::namespaced(client().await, &env);
+    assert!(config_maps.get_opt("b").await.expect("get").is_none());
+    let a = config_maps.get("a").await.expect("a");
+    let v1 = git2::Repository::open(group.repo.path())
+        .expect("repo")
+        .revparse_single("HEAD~1")
+        .expect("rev")
+        .id()
+        .to_string();
+    assert_eq!(
+        a.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("umbrella.dev/state-commit"),
+        Some(&v1)
+    );
+    assert!(
+        group.app_dir("app").join("b.yaml").exists(),
+        "the work tree was changed"
+    );
+
+    let (code, _, err) =
+        tokio::task::block_in_place(|| group.deploy(&["--revision", "no-such-rev"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("revision `no-such-rev`"), "{err}");
+}
