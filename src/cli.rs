@@ -50,6 +50,29 @@ pub enum Command {
     /// Deploy an environment's state to the cluster.
     #[command(subcommand)]
     Deploy(DeployTarget),
+    /// Deploy an earlier state commit again: --to REV, or the one before the commit now live.
+    ///
+    /// Exit status: as `deploy app-group`; 2 when there is no earlier state commit.
+    Rollback {
+        #[command(flatten)]
+        deploy: DeployArgs,
+        /// The revision to deploy (default: the state commit before the live one).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// The state commits of an environment, newest first, marking the one live in the cluster.
+    History {
+        /// The environment.
+        env: String,
+        /// Kubeconfig context (default: the current context).
+        #[arg(long)]
+        context: Option<String>,
+        /// Namespace of the inventories.
+        #[arg(long, default_value = "umbrella-system")]
+        inventory_namespace: String,
+        #[arg(long, short = 'o', value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Check every dependency umbrella needs: Docker, helm, registries, the cluster, the repository.
     Doctor {
         /// Kubeconfig context (default: the current context).
@@ -199,6 +222,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit(args) => Ok(run_commit(&root, &args.env, &args.flags)),
         Command::Ci { render, commit } => run_ci(&root, &render, &commit).await,
         Command::Deploy(DeployTarget::AppGroup(args)) => run_deploy(&root, &args).await,
+        Command::Rollback { deploy, to } => run_rollback(&root, deploy, to).await,
+        Command::History {
+            env,
+            context,
+            inventory_namespace,
+            output,
+        } => {
+            run_history(
+                &root,
+                &env,
+                context.as_deref(),
+                &inventory_namespace,
+                output,
+            )
+            .await
+        }
         Command::Doctor {
             context,
             namespace,
@@ -523,6 +562,109 @@ async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> 
             .context("writing the report")?;
     }
     Ok(code)
+}
+
+/// The state commit live in the cluster: the newest of the environment's state commits that an
+/// inventory of its group records. `Err` says why it could not be read.
+async fn live_commit(
+    history: &[state::StateCommit],
+    env: &str,
+    context: Option<&str>,
+    inventory_namespace: &str,
+) -> Result<Option<String>, String> {
+    let cluster = crate::cluster::Cluster::connect(context)
+        .await
+        .map_err(|e| e.to_string())?;
+    let inventories =
+        crate::deploy::inventory::Inventories::new(cluster.client, inventory_namespace, env)
+            .list()
+            .await?;
+    let recorded: std::collections::BTreeSet<String> = inventories
+        .into_iter()
+        .map(|i| i.commit.trim_end_matches("-dirty").to_string())
+        .collect();
+    Ok(history
+        .iter()
+        .find(|c| recorded.contains(&c.sha))
+        .map(|c| c.sha.clone()))
+}
+
+fn state_history(root: &Path, env: &str) -> anyhow::Result<Vec<state::StateCommit>> {
+    state::history(root, &format!("{}/{env}", render::STATE_DIR)).map_err(anyhow::Error::from)
+}
+
+async fn run_history(
+    root: &Path,
+    env: &str,
+    context: Option<&str>,
+    inventory_namespace: &str,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let history = state_history(root, env)?;
+    let live = match live_commit(&history, env, context, inventory_namespace).await {
+        Ok(live) => live,
+        Err(reason) => {
+            eprintln!("umbrella history: cannot tell which commit is live: {reason}");
+            None
+        }
+    };
+    report::write_history(
+        &mut std::io::stdout().lock(),
+        &history,
+        live.as_deref(),
+        output,
+    )
+    .context("writing the history")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_rollback(
+    root: &Path,
+    mut deploy: DeployArgs,
+    to: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let target = match to {
+        Some(revision) => revision,
+        None => {
+            let history = state_history(root, &deploy.env)?;
+            let live = live_commit(
+                &history,
+                &deploy.env,
+                deploy.context.as_deref(),
+                &deploy.inventory_namespace,
+            )
+            .await;
+            let previous = match &live {
+                Ok(Some(live)) => history.iter().skip_while(|c| &c.sha != live).nth(1),
+                _ => None,
+            };
+            match (previous, live) {
+                (Some(commit), _) => commit.sha.clone(),
+                (None, Ok(Some(live))) => {
+                    eprintln!(
+                        "umbrella rollback: no state commit of {} before the live one ({})",
+                        deploy.env,
+                        &live[..12]
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                (None, Ok(None)) => {
+                    eprintln!(
+                        "umbrella rollback: no state commit of {} is live in the cluster; pass --to REV",
+                        deploy.env
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                (None, Err(reason)) => {
+                    eprintln!("umbrella rollback: cannot tell which commit is live: {reason}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    };
+    eprintln!("umbrella rollback: deploying {} as of {target}", deploy.env);
+    deploy.revision = Some(target);
+    run_deploy(root, &deploy).await
 }
 
 fn default_concurrency() -> usize {

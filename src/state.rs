@@ -273,3 +273,69 @@ pub fn export_tree(
         None => Ok(commit.id().to_string()),
     }
 }
+
+/// One commit that changed an environment's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateCommit {
+    pub sha: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+    pub summary: String,
+    /// The `Source-Commit:` trailer, when umbrella made the commit.
+    pub source_commit: Option<String>,
+    /// The `Image:` trailers.
+    pub images: Vec<String>,
+}
+
+/// The commits of HEAD's first-parent history that changed `path` (relative to the root),
+/// newest first.
+pub fn history(root: &Path, path: &str) -> Result<Vec<StateCommit>, CommitError> {
+    let repo = git2::Repository::discover(root)?;
+    let entry_id = |commit: &git2::Commit<'_>| {
+        commit
+            .tree()
+            .ok()?
+            .get_path(Path::new(path))
+            .ok()
+            .map(|e| e.id())
+    };
+    let mut commit = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|_| CommitError::Refused("the repository has no commit yet".into()))?;
+    let mut commits = Vec::new();
+    loop {
+        let parent = commit.parent(0).ok();
+        let here = entry_id(&commit);
+        if here.is_some() && here != parent.as_ref().and_then(entry_id) {
+            commits.push(state_commit(&commit));
+        }
+        match parent {
+            Some(parent) => commit = parent,
+            None => break,
+        }
+    }
+    Ok(commits)
+}
+
+fn state_commit(commit: &git2::Commit<'_>) -> StateCommit {
+    let message = commit.message().unwrap_or_default();
+    let trailer = |key: &'static str| {
+        message
+            .lines()
+            .filter_map(move |l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+    };
+    StateCommit {
+        sha: commit.id().to_string(),
+        time: commit.time().seconds(),
+        summary: commit
+            .summary()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string(),
+        source_commit: trailer("Source-Commit:").next(),
+        images: trailer("Image:").collect(),
+    }
+}

@@ -704,3 +704,73 @@ async fn an_earlier_revision_deploys_from_git_without_touching_the_work_tree() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("revision `no-such-rev`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_marks_the_live_commit_and_rollback_deploys_the_one_before() {
+    let group = Group::new("hist");
+    let env = group.env.clone();
+    group.write("app", "a.yaml", &group.config_map("a"));
+    let v1 = common::commit_all(group.repo.path(), "state v1");
+    assert_eq!(tokio::task::block_in_place(|| group.deploy(&[])).0, 0);
+    group.write("app", "b.yaml", &group.config_map("b"));
+    let v2 = common::commit_all(group.repo.path(), "state v2");
+    assert_eq!(tokio::task::block_in_place(|| group.deploy(&[])).0, 0);
+    let history = |group: &Group| {
+        let (code, out, err) = umbrella(
+            group.repo.path(),
+            &[
+                "history",
+                &group.env,
+                "--context",
+                "umbrella-test",
+                "-o",
+                "json",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        let entries: Vec<Value> = serde_json::from_str(&out).expect("history JSON");
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e["sha"].as_str().unwrap_or_default().to_string(),
+                    e["live"] == true,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tokio::task::block_in_place(|| history(&group)),
+        vec![(v2.clone(), true), (v1.clone(), false)]
+    );
+
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        umbrella(
+            group.repo.path(),
+            &["rollback", &env, "--yes", "--context", "umbrella-test"],
+            &[],
+        )
+    });
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains(&format!("as of {v1}")), "{err}");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client().await, &env);
+    assert!(
+        config_maps.get_opt("b").await.expect("get").is_none(),
+        "rollback did not remove b"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| history(&group)),
+        vec![(v2, false), (v1, true)]
+    );
+
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        umbrella(
+            group.repo.path(),
+            &["rollback", &env, "--yes", "--context", "umbrella-test"],
+            &[],
+        )
+    });
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no state commit"), "{err}");
+}
