@@ -50,6 +50,9 @@ pub enum Command {
     /// Deploy an environment's state to the cluster.
     #[command(subcommand)]
     Deploy(DeployTarget),
+    /// Delete what an environment's group owns in the cluster.
+    #[command(subcommand)]
+    Delete(DeleteTarget),
     /// Deploy an earlier state commit again: --to REV, or the one before the commit now live.
     ///
     /// Exit status: as `deploy app-group`; 2 when there is no earlier state commit.
@@ -135,6 +138,38 @@ pub enum DeployTarget {
     /// Exit status: 0 deployed, 1 failed (the report says what was applied), 2 bad input
     /// (nothing applied), 3 timed out waiting (the objects not ready are named).
     AppGroup(DeployArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeleteTarget {
+    /// Delete every object the group's inventories own (reverse order, waited until gone) and
+    /// the inventories. Asks on a terminal unless --yes.
+    ///
+    /// Exit status: 0 deleted, 1 failed, 3 timed out.
+    AppGroup(DeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The environment whose group is deleted.
+    env: String,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// How long to wait for everything to be gone.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    wait_timeout: std::time::Duration,
+    /// Namespace of the inventories and the lock.
+    #[arg(long, default_value = "umbrella-system")]
+    inventory_namespace: String,
+    /// How long to wait for a deploy of the group to finish (default: fail at once).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    lock_timeout: std::time::Duration,
+    /// Do not ask for confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +258,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ci { render, commit } => run_ci(&root, &render, &commit).await,
         Command::Deploy(DeployTarget::AppGroup(args)) => run_deploy(&root, &args).await,
         Command::Rollback { deploy, to } => run_rollback(&root, deploy, to).await,
+        Command::Delete(DeleteTarget::AppGroup(args)) => run_delete(&args).await,
         Command::History {
             env,
             context,
@@ -513,7 +549,7 @@ fn deploy_source(
 }
 
 async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> {
-    use crate::deploy::{self, DeployError, DeployRequest};
+    use crate::deploy::{self, DeployRequest};
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     let (state_dir, commits) = match deploy_source(root, args, scratch.path()) {
         Ok(source) => source,
@@ -545,10 +581,24 @@ async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::from(1));
     }
     let progress = progress_for(args.output);
-    let (report, code) = match deploy::deploy(&request, &progress).await {
+    let (report, code) = deploy_outcome("deploy", deploy::deploy(&request, &progress).await);
+    if let Some(report) = report {
+        report::write_deploy(&mut std::io::stdout().lock(), &report, args.output)
+            .context("writing the report")?;
+    }
+    Ok(code)
+}
+
+/// The deploy stage's result as a report and the documented exit status.
+fn deploy_outcome(
+    command: &str,
+    result: Result<crate::deploy::DeployReport, crate::deploy::DeployError>,
+) -> (Option<crate::deploy::DeployReport>, ExitCode) {
+    use crate::deploy::DeployError;
+    match result {
         Ok(report) => (Some(report), ExitCode::SUCCESS),
         Err(error) => {
-            eprintln!("umbrella deploy: {error}");
+            eprintln!("umbrella {command}: {error}");
             let code = match &error {
                 DeployError::Invalid(_) => ExitCode::from(2),
                 DeployError::Timeout { .. } => ExitCode::from(3),
@@ -556,7 +606,30 @@ async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> 
             };
             (error.report().cloned(), code)
         }
+    }
+}
+
+async fn run_delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
+    if !args.yes
+        && !confirm(&format!(
+            "Delete everything the apps of {} own in the cluster?",
+            args.env
+        ))
+    {
+        eprintln!("umbrella delete: not confirmed, nothing deleted");
+        return Ok(ExitCode::from(1));
+    }
+    let request = crate::deploy::DeleteRequest {
+        env: args.env.clone(),
+        context: args.context.clone(),
+        wait_timeout: args.wait_timeout,
+        inventory_namespace: args.inventory_namespace.clone(),
+        lock_timeout: args.lock_timeout,
     };
+    let (report, code) = deploy_outcome(
+        "delete",
+        crate::deploy::delete_group(&request, &progress_for(args.output)).await,
+    );
     if let Some(report) = report {
         report::write_deploy(&mut std::io::stdout().lock(), &report, args.output)
             .context("writing the report")?;

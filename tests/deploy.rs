@@ -774,3 +774,66 @@ async fn history_marks_the_live_commit_and_rollback_deploys_the_one_before() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no state commit"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_removes_everything_and_leaves_no_inventory() {
+    let group = Group::new("del");
+    let env = group.env.clone();
+    group.write("app", "a.yaml", &group.config_map("a"));
+    group.write(
+        "app",
+        "deployment.yaml",
+        &group.deployment("web", &image(), ""),
+    );
+    assert_eq!(tokio::task::block_in_place(|| group.deploy(&[])).0, 0);
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        umbrella(
+            group.repo.path(),
+            &[
+                "delete",
+                "app-group",
+                &env,
+                "--yes",
+                "--context",
+                "umbrella-test",
+                "-o",
+                "json",
+            ],
+            &[],
+        )
+    });
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).expect("report");
+    assert!(
+        ops(&report).iter().all(|(_, op)| op == "delete:ok"),
+        "{report}"
+    );
+    let client = client().await;
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt(&env)
+            .await
+            .expect("get")
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some())
+    );
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &env)
+            .get_opt("web")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let inventories: Api<ConfigMap> = Api::namespaced(client, "umbrella-system");
+    let left = inventories
+        .list(&kube::api::ListParams::default().labels(&format!("umbrella.dev/group={env}")))
+        .await
+        .expect("list");
+    assert!(
+        left.items.is_empty(),
+        "inventories left: {:?}",
+        left.items
+            .iter()
+            .map(|i| i.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+}

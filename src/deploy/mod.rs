@@ -154,29 +154,96 @@ pub async fn deploy(
     preflight(&client, &mut targets, &state_crds, request).await?;
 
     let inventories = Inventories::new(client.clone(), &request.inventory_namespace, &request.env);
+    with_group_lock(
+        &inventories,
+        request.lock_timeout,
+        deploy_locked(
+            request,
+            progress,
+            &client,
+            targets,
+            waves,
+            &inventories,
+            started,
+        ),
+    )
+    .await
+}
+
+/// Runs `work` holding the group's lock (the inventory namespace is created if missing).
+async fn with_group_lock<T>(
+    inventories: &Inventories,
+    lock_timeout: Duration,
+    work: impl std::future::Future<Output = Result<T, DeployError>>,
+) -> Result<T, DeployError> {
     inventories
         .ensure_namespace()
         .await
         .map_err(cluster_error)?;
     let holder = format!("{}@{}", std::process::id(), hostname());
     let lock = inventories
-        .lock(&holder, request.lock_timeout)
+        .lock(&holder, lock_timeout)
         .await
         .map_err(DeployError::Cluster)?;
     let keep_alive = lock.keep_alive();
-    let result = deploy_locked(
-        request,
-        progress,
-        &client,
-        targets,
-        waves,
-        &inventories,
-        started,
-    )
-    .await;
+    let result = work.await;
     keep_alive.abort();
     lock.release().await;
     result
+}
+
+/// What `delete app-group` needs.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    pub env: String,
+    pub context: Option<String>,
+    pub wait_timeout: Duration,
+    pub inventory_namespace: String,
+    pub lock_timeout: Duration,
+}
+
+/// Deletes every object the group's inventories own, in reverse order, waits until they are
+/// gone, then removes the inventories.
+pub async fn delete_group(
+    request: &DeleteRequest,
+    progress: &Progress,
+) -> Result<DeployReport, DeployError> {
+    let started = Instant::now();
+    let cluster = Cluster::connect(request.context.as_deref())
+        .await
+        .map_err(cluster_error)?;
+    let client = cluster.client.clone();
+    let inventories = Inventories::new(client.clone(), &request.inventory_namespace, &request.env);
+    let work = async {
+        let deadline = tokio::time::Instant::now() + request.wait_timeout;
+        let previous: BTreeMap<String, Inventory> = inventories
+            .list()
+            .await
+            .map_err(DeployError::Cluster)?
+            .into_iter()
+            .map(|i| (i.app.clone(), i))
+            .collect();
+        let mut report = DeployReport {
+            env: request.env.clone(),
+            ..Default::default()
+        };
+        prune(
+            &client,
+            progress,
+            &previous,
+            &BTreeMap::new(),
+            deadline,
+            &mut report,
+        )
+        .await?;
+        for app in previous.keys() {
+            inventories.delete(app).await.map_err(cluster_error)?;
+            report.deleted_apps.push(app.clone());
+        }
+        report.duration_ms = started.elapsed().as_millis();
+        Ok(report)
+    };
+    with_group_lock(&inventories, request.lock_timeout, work).await
 }
 
 fn hostname() -> String {
