@@ -72,6 +72,30 @@ pub struct ObjectReport {
     pub duration_ms: u128,
 }
 
+impl ObjectReport {
+    /// `ok`, or `failed` with the error as the message.
+    fn new(
+        app: &str,
+        object: &ObjectRef,
+        op: Op,
+        error: Option<String>,
+        duration_ms: u128,
+    ) -> Self {
+        ObjectReport {
+            app: app.to_string(),
+            object: object.to_string(),
+            op,
+            result: if error.is_some() {
+                "failed".into()
+            } else {
+                "ok".into()
+            },
+            message: error,
+            duration_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeployReport {
@@ -303,18 +327,13 @@ async fn deploy_locked(
             if let Err(e) = &result {
                 failure.get_or_insert_with(|| format!("{}: {e}", label_of(&targets[index])));
             }
-            report.objects.push(ObjectReport {
-                app: targets[index].desired.app.clone(),
-                object: targets[index].reference.to_string(),
+            report.objects.push(ObjectReport::new(
+                &targets[index].desired.app,
+                &targets[index].reference,
                 op,
-                result: if result.is_ok() {
-                    "ok".into()
-                } else {
-                    "failed".into()
-                },
-                message: result.err(),
+                result.err(),
                 duration_ms,
-            });
+            ));
         }
         if let Some(reason) = failure {
             return Err(DeployError::Failed { report, reason });
@@ -1027,18 +1046,13 @@ async fn prune(
         .await;
         for (app, reference, result, duration_ms) in results {
             let failed = result.as_ref().err().cloned();
-            report.objects.push(ObjectReport {
-                app,
-                object: reference.to_string(),
-                op: Op::Delete,
-                result: if failed.is_some() {
-                    "failed".into()
-                } else {
-                    "ok".into()
-                },
-                message: failed.clone(),
+            report.objects.push(ObjectReport::new(
+                &app,
+                &reference,
+                Op::Delete,
+                failed.clone(),
                 duration_ms,
-            });
+            ));
             if let Some(reason) = failed {
                 return Err(DeployError::Failed {
                     report: report.clone(),
