@@ -7,10 +7,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::build::{self, BuildError, BuildReport, BuildRequest};
-use crate::doctor::{self, DoctorOptions, SOURCES_FILE};
+use crate::doctor::{self, DoctorOptions};
 use crate::lock::{ImagesLock, Origin};
 use crate::render::{self, RenderError, RenderRequest, Rendered, state_dir};
 use crate::report::{self, OutputFormat, Progress};
+use crate::sources::SOURCES_FILE;
 use crate::state::{self, CommitError, CommitOutcome, CommitRequest};
 
 /// Build, render, commit and deploy Helm umbrella charts as reviewed git commits.

@@ -12,11 +12,8 @@ use crate::cluster::{Cluster, Permission};
 use crate::credentials::credential_for;
 use crate::docker::Engine;
 use crate::registry::{Registry, RegistryError};
-use crate::sources::KbldConfig;
+use crate::sources::{KbldConfig, SOURCES_FILE};
 use crate::{helm, state};
-
-/// The configuration file of the images to build, at the repository root.
-pub const SOURCES_FILE: &str = "sources.yaml";
 
 /// No single dependency may hold the whole report up.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -12,6 +12,9 @@ use serde::de::IgnoredAny;
 
 use crate::yaml::{self, YamlError};
 
+/// The configuration file of the images to build, at the repository root.
+pub const SOURCES_FILE: &str = "sources.yaml";
+
 /// The apiVersion every kbld configuration document carries.
 pub const API_VERSION: &str = "kbld.k14s.io/v1alpha1";
 

@@ -3,7 +3,7 @@
 //! written before anything is applied (old and new objects together) and narrowed after a
 //! successful deploy, so an interrupted deploy never loses track of an object.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -88,6 +88,16 @@ impl Inventories {
                 })
             })
             .collect()
+    }
+
+    /// Every inventory of the group, keyed by app.
+    pub async fn by_app(&self) -> Result<BTreeMap<String, Inventory>, String> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .map(|i| (i.app.clone(), i))
+            .collect())
     }
 
     /// Writes (creates or replaces) an app's inventory.

@@ -240,13 +240,7 @@ pub async fn delete_group(
     let inventories = Inventories::new(client.clone(), &request.inventory_namespace, &request.env);
     let work = async {
         let deadline = tokio::time::Instant::now() + request.wait_timeout;
-        let previous: BTreeMap<String, Inventory> = inventories
-            .list()
-            .await
-            .map_err(DeployError::Cluster)?
-            .into_iter()
-            .map(|i| (i.app.clone(), i))
-            .collect();
+        let previous = inventories.by_app().await.map_err(DeployError::Cluster)?;
         let mut report = DeployReport {
             env: request.env.clone(),
             ..Default::default()
@@ -286,13 +280,7 @@ async fn deploy_locked(
     started: Instant,
 ) -> Result<DeployReport, DeployError> {
     let deadline = tokio::time::Instant::now() + request.wait_timeout;
-    let previous: BTreeMap<String, Inventory> = inventories
-        .list()
-        .await
-        .map_err(DeployError::Cluster)?
-        .into_iter()
-        .map(|i| (i.app.clone(), i))
-        .collect();
+    let previous = inventories.by_app().await.map_err(DeployError::Cluster)?;
     let wanted = wanted_by_app(&targets);
     // Record intent first: old and new objects together, so an interruption loses nothing.
     for (app, objects) in &wanted {

@@ -93,7 +93,7 @@ pub enum RenderError {
 pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     let chart_dir = request.root.join(CHART_DIR);
     let chart = UmbrellaChart::load(&chart_dir)?;
-    let sources = request.root.join(crate::doctor::SOURCES_FILE);
+    let sources = request.root.join(crate::sources::SOURCES_FILE);
     let config = if sources.exists() {
         KbldConfig::load(&sources)?
     } else {
