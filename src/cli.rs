@@ -10,7 +10,7 @@ use crate::build::{self, BuildError, BuildReport, BuildRequest};
 use crate::doctor::{self, DoctorOptions};
 use crate::lock::{ImagesLock, Origin};
 use crate::render::{self, RenderError, RenderRequest, Rendered, state_dir};
-use crate::report::{self, OutputFormat, Progress};
+use crate::report::{self, ColorChoice, OutputFormat, Progress};
 use crate::sources::SOURCES_FILE;
 use crate::state::{self, CommitError, CommitOutcome, CommitRequest};
 
@@ -51,6 +51,12 @@ pub enum Command {
     /// Deploy an environment's state to the cluster.
     #[command(subcommand)]
     Deploy(DeployTarget),
+    /// Show what a deploy would change, by server-side dry run; nothing is written.
+    #[command(subcommand)]
+    Diff(DiffTarget),
+    /// Per app: the live state commit, drift from it, and each object's health.
+    #[command(subcommand)]
+    Status(StatusTarget),
     /// Delete what an environment's group owns in the cluster.
     #[command(subcommand)]
     Delete(DeleteTarget),
@@ -66,14 +72,8 @@ pub enum Command {
     },
     /// The state commits of an environment, newest first, marking the one live in the cluster.
     History {
-        /// The environment.
-        env: String,
-        /// Kubeconfig context (default: the current context).
-        #[arg(long)]
-        context: Option<String>,
-        /// Namespace of the inventories.
-        #[arg(long, default_value = "umbrella-system")]
-        inventory_namespace: String,
+        #[command(flatten)]
+        group: GroupArgs,
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: OutputFormat,
     },
@@ -142,6 +142,88 @@ pub enum DeployTarget {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DiffTarget {
+    /// Compare every object of umbrella-state/ENV with the cluster (server-side dry run), and
+    /// list what pruning would delete.
+    ///
+    /// Exit status: 0 no changes (or changes without --exit-code), 2 changes with --exit-code,
+    /// 1 failed.
+    AppGroup(DiffArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatusTarget {
+    /// The live state commit of each app, whether the cluster still matches it, and the health
+    /// of every object by deploy's readiness rules.
+    ///
+    /// Exit status: 0 in sync and healthy, 2 drifted or unhealthy (see --fail-on), 1 failed.
+    AppGroup(StatusArgs),
+}
+
+/// Which app group, in which cluster.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// The environment: its apps are the directories of umbrella-state/ENV.
+    env: String,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// Namespace of the inventories and the deploy lock.
+    #[arg(long, default_value = "umbrella-system")]
+    inventory_namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+    /// Compare the state as committed at this git revision instead of the work tree's.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Objects compared at the same time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Show what `deploy --force-conflicts` would do, without noting the conflicts.
+    #[arg(long)]
+    force_conflicts: bool,
+    /// Exit 2 when a deploy would change something (a drift check).
+    #[arg(long)]
+    exit_code: bool,
+    #[arg(long, value_enum, default_value_t)]
+    color: ColorChoice,
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+/// What makes `status` exit 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FailOn {
+    /// Drift or an unhealthy object.
+    #[default]
+    Any,
+    Drift,
+    Unhealthy,
+    /// Always exit 0 once the status was read.
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+    /// Objects compared at the same time.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// What makes the command exit 2.
+    #[arg(long, value_enum, default_value_t)]
+    fail_on: FailOn,
+    #[arg(long, value_enum, default_value_t)]
+    color: ColorChoice,
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DeleteTarget {
     /// Delete every object the group's inventories own (reverse order, waited until gone) and
     /// the inventories. Asks on a terminal unless --yes.
@@ -152,17 +234,11 @@ pub enum DeleteTarget {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The environment whose group is deleted.
-    env: String,
-    /// Kubeconfig context (default: the current context).
-    #[arg(long)]
-    context: Option<String>,
+    #[command(flatten)]
+    group: GroupArgs,
     /// How long to wait for everything to be gone.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     wait_timeout: std::time::Duration,
-    /// Namespace of the inventories and the lock.
-    #[arg(long, default_value = "umbrella-system")]
-    inventory_namespace: String,
     /// How long to wait for a deploy of the group to finish (default: fail at once).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     lock_timeout: std::time::Duration,
@@ -175,11 +251,8 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// The environment: its apps are the directories of umbrella-state/ENV.
-    env: String,
-    /// Kubeconfig context (default: the current context).
-    #[arg(long)]
-    context: Option<String>,
+    #[command(flatten)]
+    group: GroupArgs,
     /// How long to wait for everything to be ready, e.g. 90s, 10m, 1h.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     wait_timeout: std::time::Duration,
@@ -192,9 +265,6 @@ pub struct DeployArgs {
     /// Take over objects that another umbrella app owns.
     #[arg(long)]
     adopt: bool,
-    /// Namespace of the inventories and the deploy lock.
-    #[arg(long, default_value = "umbrella-system")]
-    inventory_namespace: String,
     /// How long to wait for another deploy of the group to finish (default: fail at once).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     lock_timeout: std::time::Duration,
@@ -259,22 +329,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ci { render, commit } => run_ci(&root, &render, &commit).await,
         Command::Deploy(DeployTarget::AppGroup(args)) => run_deploy(&root, &args).await,
         Command::Rollback { deploy, to } => run_rollback(&root, deploy, to).await,
+        Command::Diff(DiffTarget::AppGroup(args)) => run_diff(&root, &args).await,
+        Command::Status(StatusTarget::AppGroup(args)) => run_status(&root, &args).await,
         Command::Delete(DeleteTarget::AppGroup(args)) => run_delete(&args).await,
-        Command::History {
-            env,
-            context,
-            inventory_namespace,
-            output,
-        } => {
-            run_history(
-                &root,
-                &env,
-                context.as_deref(),
-                &inventory_namespace,
-                output,
-            )
-            .await
-        }
+        Command::History { group, output } => run_history(&root, &group, output).await,
         Command::Doctor {
             context,
             namespace,
@@ -486,31 +544,19 @@ async fn run_ci(
     Ok(code)
 }
 
-/// The last commit that changed each app's directory of the state (`uncommitted` outside git).
-fn app_commits(root: &Path, env: &str) -> std::collections::BTreeMap<String, String> {
-    let dir = state_dir::path(root, env);
-    crate::deploy::desired::app_dirs(&dir, env)
-        .unwrap_or_default()
+/// The state commit of each app (by app name) whose directory `dir` holds: see
+/// [`state::content_commits`].
+fn app_commits(
+    root: &Path,
+    env: &str,
+    dir: &Path,
+    revision: Option<&str>,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let relative = format!("{}/{env}", render::STATE_DIR);
+    Ok(state::content_commits(root, &relative, dir, revision)?
         .into_iter()
-        .map(|(app, path)| {
-            let relative = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            let commit = state::revision_of(root, &relative).map_or_else(
-                || "uncommitted".to_string(),
-                |r| {
-                    if r.dirty {
-                        format!("{}-dirty", r.sha)
-                    } else {
-                        r.sha
-                    }
-                },
-            );
-            (app, commit)
-        })
-        .collect()
+        .map(|(name, commit)| (format!("{env}-{name}"), commit))
+        .collect())
 }
 
 /// Asks on a terminal; anything but y/yes declines. Never asks when stdin is not a terminal.
@@ -530,29 +576,31 @@ fn confirm(question: &str) -> bool {
 /// with the commit of each app.
 fn deploy_source(
     root: &Path,
-    args: &DeployArgs,
+    env: &str,
+    revision: Option<&str>,
     scratch: &Path,
 ) -> anyhow::Result<(PathBuf, std::collections::BTreeMap<String, String>)> {
-    let Some(revision) = &args.revision else {
-        return Ok((
-            state_dir::path(root, &args.env),
-            app_commits(root, &args.env),
-        ));
+    let Some(revision) = revision else {
+        let dir = state_dir::path(root, env);
+        let commits = app_commits(root, env, &dir, None)?;
+        return Ok((dir, commits));
     };
-    let relative = format!("{}/{}", render::STATE_DIR, args.env);
-    let sha = state::export_tree(root, revision, &relative, scratch)?;
-    let apps = crate::deploy::desired::app_dirs(scratch, &args.env)
+    let relative = format!("{}/{env}", render::STATE_DIR);
+    state::export_tree(root, revision, &relative, scratch)?;
+    let commits = app_commits(root, env, scratch, Some(revision))
         .with_context(|| format!("reading {relative} at {revision}"))?;
-    Ok((
-        scratch.to_path_buf(),
-        apps.into_keys().map(|app| (app, sha.clone())).collect(),
-    ))
+    Ok((scratch.to_path_buf(), commits))
 }
 
 async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> {
     use crate::deploy::{self, DeployRequest};
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
-    let (state_dir, commits) = match deploy_source(root, args, scratch.path()) {
+    let (state_dir, commits) = match deploy_source(
+        root,
+        &args.group.env,
+        args.revision.as_deref(),
+        scratch.path(),
+    ) {
         Ok(source) => source,
         Err(error) => {
             eprintln!("umbrella deploy: {error:#}");
@@ -561,21 +609,21 @@ async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> 
     };
     let request = DeployRequest {
         state_dir,
-        env: args.env.clone(),
+        env: args.group.env.clone(),
         commits,
-        context: args.context.clone(),
+        context: args.group.context.clone(),
         wait_timeout: args.wait_timeout,
         concurrency: args.concurrency,
         force_conflicts: args.force_conflicts,
         adopt: args.adopt,
-        inventory_namespace: args.inventory_namespace.clone(),
+        inventory_namespace: args.group.inventory_namespace.clone(),
         lock_timeout: args.lock_timeout,
     };
     if !args.yes
         && !confirm(&format!(
             "Deploy {} apps of {} to the cluster?",
             request.commits.len(),
-            args.env
+            args.group.env
         ))
     {
         eprintln!("umbrella deploy: not confirmed, nothing applied");
@@ -588,6 +636,88 @@ async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> 
             .context("writing the report")?;
     }
     Ok(code)
+}
+
+async fn run_diff(root: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    let group = &args.group;
+    let (state_dir, commits) =
+        match deploy_source(root, &group.env, args.revision.as_deref(), scratch.path()) {
+            Ok(source) => source,
+            Err(error) => {
+                eprintln!("umbrella diff: {error:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+    let request = crate::deploy::DeployRequest {
+        state_dir,
+        env: group.env.clone(),
+        commits,
+        context: group.context.clone(),
+        wait_timeout: std::time::Duration::ZERO,
+        concurrency: args.concurrency,
+        force_conflicts: args.force_conflicts,
+        adopt: false,
+        inventory_namespace: group.inventory_namespace.clone(),
+        lock_timeout: std::time::Duration::ZERO,
+    };
+    let report = match crate::deploy::compare::diff_group(&request).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("umbrella diff: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report::write_diff(
+        &mut std::io::stdout().lock(),
+        &report,
+        args.output,
+        args.color.enabled(),
+    )
+    .context("writing the diff")?;
+    Ok(if report.has_errors() {
+        ExitCode::FAILURE
+    } else if args.exit_code && report.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run_status(root: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let request = crate::deploy::compare::StatusRequest {
+        root: root.to_path_buf(),
+        env: args.group.env.clone(),
+        context: args.group.context.clone(),
+        inventory_namespace: args.group.inventory_namespace.clone(),
+        concurrency: args.concurrency,
+    };
+    let report = match crate::deploy::compare::status_group(&request).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("umbrella status: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    report::write_status(
+        &mut std::io::stdout().lock(),
+        &report,
+        args.output,
+        args.color.enabled(),
+    )
+    .context("writing the status")?;
+    let deployed = !report.apps.is_empty();
+    let failing = match args.fail_on {
+        FailOn::Any => !deployed || report.drifted() || !report.healthy(),
+        FailOn::Drift => !deployed || report.drifted(),
+        FailOn::Unhealthy => !deployed || !report.healthy(),
+        FailOn::Never => false,
+    };
+    Ok(if failing {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The deploy stage's result as a report and the documented exit status.
@@ -614,17 +744,17 @@ async fn run_delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     if !args.yes
         && !confirm(&format!(
             "Delete everything the apps of {} own in the cluster?",
-            args.env
+            args.group.env
         ))
     {
         eprintln!("umbrella delete: not confirmed, nothing deleted");
         return Ok(ExitCode::from(1));
     }
     let request = crate::deploy::DeleteRequest {
-        env: args.env.clone(),
-        context: args.context.clone(),
+        env: args.group.env.clone(),
+        context: args.group.context.clone(),
         wait_timeout: args.wait_timeout,
-        inventory_namespace: args.inventory_namespace.clone(),
+        inventory_namespace: args.group.inventory_namespace.clone(),
         lock_timeout: args.lock_timeout,
     };
     let (report, code) = deploy_outcome(
@@ -642,21 +772,20 @@ async fn run_delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
 /// inventory of its group records. `Err` says why it could not be read.
 async fn live_commit(
     history: &[state::StateCommit],
-    env: &str,
-    context: Option<&str>,
-    inventory_namespace: &str,
+    group: &GroupArgs,
 ) -> Result<Option<String>, String> {
-    let cluster = crate::cluster::Cluster::connect(context)
+    let cluster = crate::cluster::Cluster::connect(group.context.as_deref())
         .await
         .map_err(|e| e.to_string())?;
-    let inventories =
-        crate::deploy::inventory::Inventories::new(cluster.client, inventory_namespace, env)
-            .list()
-            .await?;
-    let recorded: std::collections::BTreeSet<String> = inventories
-        .into_iter()
-        .map(|i| i.commit.trim_end_matches("-dirty").to_string())
-        .collect();
+    let inventories = crate::deploy::inventory::Inventories::new(
+        cluster.client,
+        &group.inventory_namespace,
+        &group.env,
+    )
+    .list()
+    .await?;
+    let recorded: std::collections::BTreeSet<String> =
+        inventories.into_iter().map(|i| i.commit).collect();
     Ok(history
         .iter()
         .find(|c| recorded.contains(&c.sha))
@@ -669,13 +798,11 @@ fn state_history(root: &Path, env: &str) -> anyhow::Result<Vec<state::StateCommi
 
 async fn run_history(
     root: &Path,
-    env: &str,
-    context: Option<&str>,
-    inventory_namespace: &str,
+    group: &GroupArgs,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
-    let history = state_history(root, env)?;
-    let live = match live_commit(&history, env, context, inventory_namespace).await {
+    let history = state_history(root, &group.env)?;
+    let live = match live_commit(&history, group).await {
         Ok(live) => live,
         Err(reason) => {
             eprintln!("umbrella history: cannot tell which commit is live: {reason}");
@@ -700,14 +827,8 @@ async fn run_rollback(
     let target = match to {
         Some(revision) => revision,
         None => {
-            let history = state_history(root, &deploy.env)?;
-            let live = live_commit(
-                &history,
-                &deploy.env,
-                deploy.context.as_deref(),
-                &deploy.inventory_namespace,
-            )
-            .await;
+            let history = state_history(root, &deploy.group.env)?;
+            let live = live_commit(&history, &deploy.group).await;
             let previous = match &live {
                 Ok(Some(live)) => history.iter().skip_while(|c| &c.sha != live).nth(1),
                 _ => None,
@@ -717,7 +838,7 @@ async fn run_rollback(
                 (None, Ok(Some(live))) => {
                     eprintln!(
                         "umbrella rollback: no state commit of {} before the live one ({})",
-                        deploy.env,
+                        deploy.group.env,
                         &live[..12]
                     );
                     return Ok(ExitCode::from(2));
@@ -725,7 +846,7 @@ async fn run_rollback(
                 (None, Ok(None)) => {
                     eprintln!(
                         "umbrella rollback: no state commit of {} is live in the cluster; pass --to REV",
-                        deploy.env
+                        deploy.group.env
                     );
                     return Ok(ExitCode::from(2));
                 }
@@ -736,7 +857,10 @@ async fn run_rollback(
             }
         }
     };
-    eprintln!("umbrella rollback: deploying {} as of {target}", deploy.env);
+    eprintln!(
+        "umbrella rollback: deploying {} as of {target}",
+        deploy.group.env
+    );
     deploy.revision = Some(target);
     run_deploy(root, &deploy).await
 }

@@ -137,55 +137,218 @@ pub fn write_deploy(
     report: &crate::deploy::DeployReport,
     format: OutputFormat,
 ) -> std::io::Result<()> {
-    use crate::deploy::Op;
     if format == OutputFormat::Json {
         return write_json(out, report);
     }
-    let mut rows: std::collections::BTreeMap<&str, [usize; 5]> = Default::default();
-    for object in &report.objects {
-        let row = rows.entry(&object.app).or_default();
-        let column = match (object.result.as_str(), object.op) {
-            ("ok", Op::Create) => 0,
-            ("ok", Op::Update) => 1,
-            ("ok", Op::Unchanged) => 2,
-            ("ok", Op::Delete) => 3,
-            _ => 4,
-        };
-        row[column] += 1;
-    }
-    writeln!(
-        out,
-        "{:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
-        "app", "created", "updated", "unchanged", "deleted", "failed"
-    )?;
-    let mut total = [0usize; 5];
-    for (app, row) in &rows {
-        writeln!(
-            out,
-            "{app:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
-            row[0], row[1], row[2], row[3], row[4]
-        )?;
-        for (t, r) in total.iter_mut().zip(row) {
-            *t += r;
-        }
-    }
-    writeln!(
-        out,
-        "{:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
-        "total", total[0], total[1], total[2], total[3], total[4]
-    )?;
-    for app in &report.deleted_apps {
-        writeln!(
-            out,
-            "app {app} deleted: its directory is gone from the state"
-        )?;
-    }
+    let rows = report
+        .objects
+        .iter()
+        .map(|o| (o.app.as_str(), op_column(o.op, o.result == "ok")));
+    write_counts(out, rows)?;
+    write_deleted_apps(out, &report.deleted_apps)?;
     writeln!(
         out,
         "{} objects in {:.1}s",
         report.objects.len(),
         report.duration_ms as f64 / 1000.0
     )
+}
+
+const COUNT_COLUMNS: [&str; 5] = ["created", "updated", "unchanged", "deleted", "failed"];
+
+/// The column of the count table an object falls in.
+fn op_column(op: crate::deploy::Op, ok: bool) -> usize {
+    use crate::deploy::Op;
+    match (ok, op) {
+        (true, Op::Create) => 0,
+        (true, Op::Update) => 1,
+        (true, Op::Unchanged) => 2,
+        (true, Op::Delete) => 3,
+        (false, _) => 4,
+    }
+}
+
+/// A table of objects per app and column (see [`COUNT_COLUMNS`]), with a total row.
+fn write_counts<'a>(
+    out: &mut impl Write,
+    objects: impl Iterator<Item = (&'a str, usize)>,
+) -> std::io::Result<()> {
+    let mut rows: std::collections::BTreeMap<&str, [usize; 5]> = Default::default();
+    for (app, column) in objects {
+        rows.entry(app).or_default()[column] += 1;
+    }
+    let mut total = [0usize; 5];
+    for row in rows.values() {
+        for (t, r) in total.iter_mut().zip(row) {
+            *t += r;
+        }
+    }
+    let line = |out: &mut dyn Write, name: &str, cells: [String; 5]| {
+        writeln!(
+            out,
+            "{name:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
+            cells[0], cells[1], cells[2], cells[3], cells[4]
+        )
+    };
+    line(out, "app", COUNT_COLUMNS.map(str::to_string))?;
+    for (app, row) in rows {
+        line(out, app, row.map(|n| n.to_string()))?;
+    }
+    line(out, "total", total.map(|n| n.to_string()))
+}
+
+fn write_deleted_apps(out: &mut impl Write, apps: &[String]) -> std::io::Result<()> {
+    for app in apps {
+        writeln!(out, "app {app} deleted, with its inventory")?;
+    }
+    Ok(())
+}
+
+/// `--color` of the commands that print diffs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
+/// A unified diff, its lines coloured by kind when `color` is on.
+fn write_unified(out: &mut impl Write, diff: &str, color: bool) -> std::io::Result<()> {
+    for line in diff.lines() {
+        let code = match line.as_bytes().first() {
+            _ if !color => None,
+            Some(b'+') if !line.starts_with("+++") => Some("32"),
+            Some(b'-') if !line.starts_with("---") => Some("31"),
+            Some(b'@') => Some("36"),
+            Some(b'+' | b'-') => Some("1"),
+            _ => None,
+        };
+        match code {
+            Some(code) => writeln!(out, "\x1b[{code}m{line}\x1b[0m")?,
+            None => writeln!(out, "{line}")?,
+        }
+    }
+    Ok(())
+}
+
+/// Writes what a deploy would change: each changed object's diff, the deletions, a table per
+/// app, and a one-line total.
+pub fn write_diff(
+    out: &mut impl Write,
+    report: &crate::deploy::compare::DiffReport,
+    format: OutputFormat,
+    color: bool,
+) -> std::io::Result<()> {
+    use crate::deploy::Op;
+    if format == OutputFormat::Json {
+        return write_json(out, report);
+    }
+    for object in report
+        .objects
+        .iter()
+        .filter(|o| o.op != Op::Unchanged || o.error.is_some())
+    {
+        let op = format!("{:?}", object.op).to_lowercase();
+        writeln!(out, "{op} {} {}", object.app, object.object)?;
+        write_unified(out, &object.diff, color)?;
+        if let Some(note) = &object.note {
+            writeln!(out, "  note: {note}")?;
+        }
+        if let Some(error) = &object.error {
+            writeln!(out, "  ERROR: {error}")?;
+        }
+    }
+    let rows = report
+        .objects
+        .iter()
+        .map(|o| (o.app.as_str(), op_column(o.op, o.error.is_none())));
+    write_counts(out, rows)?;
+    write_deleted_apps(out, &report.deleted_apps)?;
+    if report.has_changes() {
+        writeln!(out, "a deploy of {} would change the cluster", report.env)
+    } else {
+        writeln!(
+            out,
+            "no changes: the cluster matches the state of {}",
+            report.env
+        )
+    }
+}
+
+/// Writes per app its live commit, sync and health, then every object that is drifted or not
+/// healthy, with why.
+pub fn write_status(
+    out: &mut impl Write,
+    report: &crate::deploy::compare::StatusReport,
+    format: OutputFormat,
+    color: bool,
+) -> std::io::Result<()> {
+    use crate::deploy::compare::Health;
+    if format == OutputFormat::Json {
+        return write_json(out, report);
+    }
+    if report.apps.is_empty() {
+        return writeln!(out, "no app of {} is deployed", report.env);
+    }
+    writeln!(out, "{:<32} {:<12} {:<9} health", "app", "commit", "sync")?;
+    for app in &report.apps {
+        let sync = match app.in_sync {
+            Some(true) => "in sync",
+            Some(false) => "DRIFTED",
+            None => "unknown",
+        };
+        let unhealthy = app
+            .objects
+            .iter()
+            .filter(|o| o.health != Health::Healthy)
+            .count();
+        let health = if unhealthy == 0 {
+            format!("healthy ({} objects)", app.objects.len())
+        } else {
+            format!("UNHEALTHY ({unhealthy} of {} objects)", app.objects.len())
+        };
+        let commit = &app.commit[..12.min(app.commit.len())];
+        writeln!(out, "{:<32} {commit:<12} {sync:<9} {health}", app.app)?;
+    }
+    for app in &report.apps {
+        if let Some(note) = &app.note {
+            writeln!(out, "{}: {note}", app.app)?;
+        }
+        for object in app
+            .objects
+            .iter()
+            .filter(|o| o.drifted || o.health != Health::Healthy)
+        {
+            let health = format!("{:?}", object.health).to_lowercase();
+            let drift = if object.drifted { ", drifted" } else { "" };
+            let message = object
+                .message
+                .as_deref()
+                .map_or(String::new(), |m| format!(": {m}"));
+            writeln!(
+                out,
+                "{} {}: {health}{drift}{message}",
+                app.app, object.object
+            )?;
+            write_unified(out, &object.diff, color)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes an environment's state commits, newest first, the live one marked with `*`.

@@ -1,5 +1,6 @@
 //! The git repository that holds the sources and the rendered state (git2).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The repository could not be opened.
@@ -337,5 +338,232 @@ fn state_commit(commit: &git2::Commit<'_>) -> StateCommit {
             .to_string(),
         source_commit: trailer("Source-Commit:").next(),
         images: trailer("Image:").collect(),
+    }
+}
+
+/// The commit each app directory of an environment's state was deployed from, found by its
+/// content: for every subdirectory of `dir` (a copy of `path`, relative to the root, from the
+/// work tree or exported from a revision), the commit that introduced exactly that content on
+/// the first-parent history of `start` (HEAD when `None`). A revision deployed with
+/// `--revision REV` and the same revision checked out with `git checkout REV -- path` therefore
+/// record the same commits. Content no commit holds is `uncommitted`.
+pub fn content_commits(
+    root: &Path,
+    path: &str,
+    dir: &Path,
+    start: Option<&str>,
+) -> Result<BTreeMap<String, String>, CommitError> {
+    // Outside a repository, or before its first commit, everything is uncommitted.
+    let repo = git2::Repository::discover(root).ok();
+    let start = repo.as_ref().and_then(|repo| {
+        match start {
+            Some(rev) => repo.revparse_single(rev).and_then(|o| o.peel_to_commit()),
+            None => repo.head().and_then(|h| h.peel_to_commit()),
+        }
+        .ok()
+    });
+    let mut commits = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_refusal(dir, &e))? {
+        let entry = entry.map_err(|e| io_refusal(dir, &e))?;
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let content = directory_tree_id(&entry.path()).map_err(|e| io_refusal(dir, &e))?;
+        let commit = start
+            .as_ref()
+            .and_then(|s| introducing_commit(s, &Path::new(path).join(&name), content))
+            .map_or_else(|| UNCOMMITTED.to_string(), |id| id.to_string());
+        commits.insert(name, commit);
+    }
+    Ok(commits)
+}
+
+/// What `content_commits` records for content that no commit holds.
+pub const UNCOMMITTED: &str = "uncommitted";
+
+fn io_refusal(path: &Path, error: &std::io::Error) -> CommitError {
+    CommitError::Refused(format!("{}: {error}", path.display()))
+}
+
+/// The newest commit of `start`'s first-parent history whose `path` holds `content` while its
+/// parent's does not.
+fn introducing_commit(
+    start: &git2::Commit<'_>,
+    path: &Path,
+    content: git2::Oid,
+) -> Option<git2::Oid> {
+    let holds = |commit: &git2::Commit<'_>| {
+        commit
+            .tree()
+            .ok()
+            .and_then(|t| t.get_path(path).ok())
+            .is_some_and(|e| e.id() == content)
+    };
+    let mut commit = start.clone();
+    while !holds(&commit) {
+        commit = commit.parent(0).ok()?;
+    }
+    while let Ok(parent) = commit.parent(0) {
+        if !holds(&parent) {
+            break;
+        }
+        commit = parent;
+    }
+    Some(commit.id())
+}
+
+/// The id git gives the tree of a directory on disk (without writing any object), so work-tree
+/// content can be matched with commits. Empty directories are left out, as git does.
+pub fn directory_tree_id(dir: &Path) -> std::io::Result<git2::Oid> {
+    match tree_entry(dir)? {
+        Some((_, id)) => Ok(id),
+        None => git2::Oid::hash_object(git2::ObjectType::Tree, b"").map_err(std::io::Error::other),
+    }
+}
+
+/// The mode and id of `path` as a git tree entry; `None` for an empty directory.
+fn tree_entry(path: &Path) -> std::io::Result<Option<(&'static str, git2::Oid)>> {
+    let metadata = std::fs::symlink_metadata(path)?;
+    let hash =
+        |kind, bytes: &[u8]| git2::Oid::hash_object(kind, bytes).map_err(std::io::Error::other);
+    if metadata.is_symlink() {
+        let target = std::fs::read_link(path)?;
+        return Ok(Some((
+            "120000",
+            hash(
+                git2::ObjectType::Blob,
+                target.as_os_str().as_encoded_bytes(),
+            )?,
+        )));
+    }
+    if metadata.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if metadata.permissions().mode() & 0o111 != 0 {
+            "100755"
+        } else {
+            "100644"
+        };
+        return Ok(Some((
+            mode,
+            hash(git2::ObjectType::Blob, &std::fs::read(path)?)?,
+        )));
+    }
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        if let Some((mode, id)) = tree_entry(&entry.path())? {
+            entries.push((entry.file_name().as_encoded_bytes().to_vec(), mode, id));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    // git orders a tree's entries by name, a subtree's name taken as if it ended with '/'.
+    let sort_key = |(name, mode, _): &(Vec<u8>, &str, git2::Oid)| {
+        let mut key = name.clone();
+        if *mode == "40000" {
+            key.push(b'/');
+        }
+        key
+    };
+    entries.sort_by_key(sort_key);
+    let mut bytes = Vec::new();
+    for (name, mode, id) in entries {
+        bytes.extend_from_slice(mode.as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(&name);
+        bytes.push(0);
+        bytes.extend_from_slice(id.as_bytes());
+    }
+    Ok(Some(("40000", hash(git2::ObjectType::Tree, &bytes)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::write;
+
+    /// Commits the whole work tree on HEAD and returns the commit's id.
+    fn commit_all(repo: &git2::Repository, message: &str) -> git2::Oid {
+        let mut index = repo.index().expect("index");
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .expect("add");
+        index.update_all(["*"], None).expect("update");
+        index.write().expect("write index");
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("find tree");
+        let signature = git2::Signature::now("t", "t@example.com").expect("signature");
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &parents,
+        )
+        .expect("commit")
+    }
+
+    #[test]
+    fn directory_tree_id_is_the_id_git_gives_the_tree() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        let state = dir.path().join("state");
+        // "a.yaml" sorts before the subtree "a", which git orders as "a/".
+        write(&state, "a.yaml", "x: 1\n");
+        write(&state, "a/b.yaml", "y: 2\n");
+        write(&state, "a-b/c.yaml", "z: 3\n");
+        write(&state, "run.sh", "#!/bin/sh\n");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::create_dir_all(state.join("empty")).expect("empty dir");
+        let commit = repo
+            .find_commit(commit_all(&repo, "state"))
+            .expect("commit");
+        let committed = commit
+            .tree()
+            .expect("tree")
+            .get_path(Path::new("state"))
+            .expect("entry")
+            .id();
+        assert_eq!(directory_tree_id(&state).expect("tree id"), committed);
+    }
+
+    #[test]
+    fn content_commits_finds_the_commit_that_introduced_the_content() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        let state = dir.path().join("umbrella-state/prod");
+        write(&state, "web/deployment.yaml", "replicas: 1\n");
+        write(&state, "db/statefulset.yaml", "replicas: 1\n");
+        let first = commit_all(&repo, "first");
+        write(dir.path(), "src.txt", "unrelated\n");
+        let unrelated = commit_all(&repo, "unrelated");
+        write(&state, "web/deployment.yaml", "replicas: 2\n");
+        let second = commit_all(&repo, "second");
+        let root = dir.path();
+        let path = "umbrella-state/prod";
+
+        let at_head = content_commits(root, path, &state, None).expect("commits");
+        assert_eq!(at_head["web"], second.to_string());
+        assert_eq!(at_head["db"], first.to_string());
+
+        // The first commit's content, back in the work tree: its commit, not HEAD's.
+        write(&state, "web/deployment.yaml", "replicas: 1\n");
+        let checked_out = content_commits(root, path, &state, None).expect("commits");
+        assert_eq!(checked_out["web"], first.to_string());
+        let from_revision =
+            content_commits(root, path, &state, Some(&unrelated.to_string())).expect("commits");
+        assert_eq!(from_revision, checked_out);
+
+        write(&state, "web/deployment.yaml", "replicas: 3\n");
+        let edited = content_commits(root, path, &state, None).expect("commits");
+        assert_eq!(edited["web"], UNCOMMITTED);
     }
 }

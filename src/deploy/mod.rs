@@ -2,7 +2,9 @@
 //! kapp's order, each change waited for until really ready (failing fast on what will not
 //! heal), then pruning what the inventories own but the state no longer has.
 
+pub mod compare;
 pub mod desired;
+pub mod diff;
 pub mod inventory;
 pub mod order;
 pub mod ready;
@@ -159,21 +161,9 @@ pub async fn deploy(
         .await
         .map_err(cluster_error)?;
     let client = cluster.client.clone();
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(cluster_error)?;
+    let discovery = discover(&client).await?;
     let state_crds = crds_in_state(&desired);
-
-    let mut targets: Vec<Target> = desired
-        .into_iter()
-        .map(|d| Target {
-            reference: d.reference(),
-            resource: resolve(&discovery, &d.reference()),
-            desired: d,
-            live_version: None,
-        })
-        .collect();
+    let mut targets = targets_of(desired, &discovery);
     let waves = plan_waves(&targets, &state_crds)?;
     preflight(&client, &mut targets, &state_crds, request).await?;
 
@@ -262,6 +252,26 @@ pub async fn delete_group(
         Ok(report)
     };
     with_group_lock(&inventories, request.lock_timeout, work).await
+}
+
+async fn discover(client: &Client) -> Result<Discovery, DeployError> {
+    Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(cluster_error)
+}
+
+/// The state's objects, each with how to reach it in the cluster.
+fn targets_of(desired: Vec<Desired>, discovery: &Discovery) -> Vec<Target> {
+    desired
+        .into_iter()
+        .map(|d| Target {
+            reference: d.reference(),
+            resource: resolve(discovery, &d.reference()),
+            desired: d,
+            live_version: None,
+        })
+        .collect()
 }
 
 fn hostname() -> String {
@@ -659,10 +669,7 @@ async fn refresh_resources(
     }
     // An established CRD can take a moment to show in discovery: ask again a few times.
     for _ in 0..20 {
-        let discovery = Discovery::new(client.clone())
-            .run()
-            .await
-            .map_err(cluster_error)?;
+        let discovery = discover(client).await?;
         for &index in wave {
             if targets[index].resource.is_none() {
                 targets[index].resource = resolve(&discovery, &targets[index].reference);
@@ -981,10 +988,7 @@ async fn prune(
     if stale.is_empty() {
         return Ok(());
     }
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(cluster_error)?;
+    let discovery = discover(client).await?;
     let values: Vec<Value> = stale
         .iter()
         .map(|(_, o)| serde_json::json!({"apiVersion": o.api_version, "kind": o.kind}))

@@ -1,0 +1,483 @@
+//! The state against the live cluster, without writing to it: `umbrella diff` (what a deploy
+//! would change, by server-side dry run) and `umbrella status` (is the cluster still what was
+//! deployed, and is it healthy).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::Discovery;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::desired::{self, ObjectRef};
+use super::inventory::{Inventories, Inventory, MANAGER};
+use super::ready::{self, Readiness};
+use super::{
+    DeployError, DeployRequest, Op, Target, api_for, cluster_error, crds_in_state,
+    describe_apply_error, discover, prepared, resolve, targets_of, wanted_by_app,
+};
+use crate::cluster::Cluster;
+
+/// One object in a diff.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectDiff {
+    pub app: String,
+    pub object: String,
+    pub op: Op,
+    /// The unified diff, Secret data masked; empty when unchanged or deleted.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diff: String,
+    /// What the deploy will meet, e.g. fields other managers own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Why the object could not be compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `deploy app-group` would do, object by object.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffReport {
+    pub env: String,
+    pub objects: Vec<ObjectDiff>,
+    /// Apps whose directory is gone from the state: a deploy deletes them.
+    pub deleted_apps: Vec<String>,
+}
+
+impl DiffReport {
+    /// A deploy would change something.
+    pub fn has_changes(&self) -> bool {
+        !self.deleted_apps.is_empty() || self.objects.iter().any(|o| o.op != Op::Unchanged)
+    }
+
+    /// Some object could not be compared.
+    pub fn has_errors(&self) -> bool {
+        self.objects.iter().any(|o| o.error.is_some())
+    }
+}
+
+/// Compares every object of the request's state with the cluster, and lists what pruning would
+/// delete. Nothing is written: updates are server-side dry runs.
+pub async fn diff_group(request: &DeployRequest) -> Result<DiffReport, DeployError> {
+    let desired = desired::load(&request.state_dir, &request.env).map_err(DeployError::Invalid)?;
+    let client = Cluster::connect(request.context.as_deref())
+        .await
+        .map_err(cluster_error)?
+        .client;
+    let discovery = discover(&client).await?;
+    let state_crds = crds_in_state(&desired);
+    let targets = targets_of(desired, &discovery);
+    let comparison = Comparison {
+        client: &client,
+        commits: &request.commits,
+        state_crds: &state_crds,
+        force_conflicts: request.force_conflicts,
+    };
+    let mut objects: Vec<ObjectDiff> = comparison
+        .all(&targets, request.concurrency)
+        .await
+        .into_iter()
+        .map(|(diff, _)| diff)
+        .collect();
+    let previous = Inventories::new(client.clone(), &request.inventory_namespace, &request.env)
+        .by_app()
+        .await
+        .map_err(DeployError::Cluster)?;
+    let wanted = wanted_by_app(&targets);
+    objects.extend(pruned(&client, &discovery, &previous, &wanted).await);
+    Ok(DiffReport {
+        env: request.env.clone(),
+        objects,
+        deleted_apps: previous
+            .keys()
+            .filter(|app| !wanted.contains_key(*app))
+            .cloned()
+            .collect(),
+    })
+}
+
+/// How the state's objects are compared with the live ones.
+struct Comparison<'a> {
+    client: &'a Client,
+    commits: &'a BTreeMap<String, String>,
+    state_crds: &'a BTreeMap<(String, String), bool>,
+    force_conflicts: bool,
+}
+
+impl Comparison<'_> {
+    /// Every target compared, in the targets' order, each with its live object.
+    async fn all(
+        &self,
+        targets: &[Target],
+        concurrency: usize,
+    ) -> Vec<(ObjectDiff, Option<Value>)> {
+        futures_util::stream::iter(targets)
+            .map(|target| self.one(target))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn one(&self, target: &Target) -> (ObjectDiff, Option<Value>) {
+        let label = target.reference.to_string();
+        let object = prepared(target, self.commits.get(&target.desired.app));
+        let mut report = ObjectDiff {
+            app: target.desired.app.clone(),
+            object: label.clone(),
+            op: Op::Create,
+            diff: String::new(),
+            note: None,
+            error: None,
+        };
+        let Some((resource, namespaced)) = &target.resource else {
+            if self.state_crds.contains_key(&(
+                target.reference.group().into(),
+                target.reference.kind.clone(),
+            )) {
+                report.diff = super::diff::change(&label, None, &object).diff;
+                report.note = Some("its kind comes from a CRD this deploy creates".into());
+            } else {
+                report.error = Some(format!(
+                    "the cluster does not know {} ({}) and no CRD in the state defines it",
+                    target.reference.kind, target.reference.api_version
+                ));
+            }
+            return (report, None);
+        };
+        let api = api_for(self.client, resource, *namespaced, &target.reference);
+        let live = match api.get_opt(&target.reference.name).await {
+            Ok(live) => live.map(|l| with_type(&l, &target.reference)),
+            Err(e) => {
+                report.error = Some(describe_apply_error(&e));
+                return (report, None);
+            }
+        };
+        let after = match self.dry_run(&api, target, &object).await {
+            Ok((_, note)) if live.is_none() => {
+                report.note = note;
+                // A create shows the object as umbrella sends it: server defaults stay out.
+                object
+            }
+            Ok((after, note)) => {
+                report.note = note;
+                after
+            }
+            // Its namespace does not exist yet: the deploy creates it first.
+            Err(kube::Error::Api(e)) if e.code == 404 && live.is_none() => object,
+            Err(e) => {
+                report.op = if live.is_some() {
+                    Op::Update
+                } else {
+                    Op::Create
+                };
+                report.error = Some(describe_apply_error(&e));
+                return (report, live);
+            }
+        };
+        let change = super::diff::change(&label, live.as_ref(), &after);
+        report.op = change.op;
+        report.diff = change.diff;
+        (report, live)
+    }
+
+    /// The server's answer to the apply, not persisted. A conflict with other field managers
+    /// is noted and the dry run repeated with force, to show what `--force-conflicts` would do.
+    async fn dry_run(
+        &self,
+        api: &Api<DynamicObject>,
+        target: &Target,
+        object: &Value,
+    ) -> Result<(Value, Option<String>), kube::Error> {
+        let apply = |force: bool| {
+            let mut params = PatchParams::apply(MANAGER).dry_run();
+            if force {
+                params = params.force();
+            }
+            async move {
+                api.patch(&target.reference.name, &params, &Patch::Apply(object))
+                    .await
+                    .map(|o| with_type(&o, &target.reference))
+            }
+        };
+        match apply(self.force_conflicts).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && !self.force_conflicts => {
+                let note = format!(
+                    "{}; deploy needs --force-conflicts to take these fields back",
+                    e.message
+                );
+                Ok((apply(true).await?, Some(note)))
+            }
+            other => other.map(|after| (after, None)),
+        }
+    }
+}
+
+/// The object as JSON with its type: items of a LIST carry none, and the rules need it.
+fn with_type(object: &DynamicObject, reference: &ObjectRef) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    value["apiVersion"] = reference.api_version.clone().into();
+    value["kind"] = reference.kind.clone().into();
+    value
+}
+
+/// What the inventories own, the state no longer has, and the cluster still holds.
+async fn pruned(
+    client: &Client,
+    discovery: &Discovery,
+    previous: &BTreeMap<String, Inventory>,
+    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+) -> Vec<ObjectDiff> {
+    let kept: BTreeSet<_> = wanted.values().flatten().map(ObjectRef::key).collect();
+    let mut deletions = Vec::new();
+    for (app, inventory) in previous {
+        for reference in inventory
+            .objects
+            .iter()
+            .filter(|o| !kept.contains(&o.key()))
+        {
+            let (exists, error) = match live_object(client, discovery, reference).await {
+                Ok(live) => (live.is_some(), None),
+                Err(e) => (true, Some(e)),
+            };
+            if exists {
+                deletions.push(ObjectDiff {
+                    app: app.clone(),
+                    object: reference.to_string(),
+                    op: Op::Delete,
+                    diff: String::new(),
+                    note: None,
+                    error,
+                });
+            }
+        }
+    }
+    deletions
+}
+
+/// The live object, `None` when it (or its kind) is gone.
+async fn live_object(
+    client: &Client,
+    discovery: &Discovery,
+    reference: &ObjectRef,
+) -> Result<Option<Value>, String> {
+    let Some((resource, namespaced)) = resolve(discovery, reference) else {
+        return Ok(None);
+    };
+    api_for(client, &resource, namespaced, reference)
+        .get_opt(&reference.name)
+        .await
+        .map(|live| live.map(|l| with_type(&l, reference)))
+        .map_err(|e| e.to_string())
+}
+
+/// What `status app-group` needs.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    /// The repository root: the state of each live commit is read from its git objects.
+    pub root: PathBuf,
+    pub env: String,
+    pub context: Option<String>,
+    pub inventory_namespace: String,
+    pub concurrency: usize,
+}
+
+/// An object's health by the deploy's readiness rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Progressing,
+    Failed,
+    Missing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    pub object: String,
+    pub health: Health,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The object differs from the live commit's state.
+    pub drifted: bool,
+    /// How, Secret data masked.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    pub app: String,
+    /// The state commit the inventory records.
+    pub commit: String,
+    /// `None` when the commit's state cannot be read, so drift cannot be told.
+    pub in_sync: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub objects: Vec<ObjectStatus>,
+}
+
+impl AppStatus {
+    pub fn healthy(&self) -> bool {
+        self.objects.iter().all(|o| o.health == Health::Healthy)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub env: String,
+    pub apps: Vec<AppStatus>,
+}
+
+impl StatusReport {
+    /// Every app deployed is healthy.
+    pub fn healthy(&self) -> bool {
+        self.apps.iter().all(AppStatus::healthy)
+    }
+
+    /// Some app differs from its live commit, or cannot be compared with it.
+    pub fn drifted(&self) -> bool {
+        self.apps.iter().any(|a| a.in_sync != Some(true))
+    }
+}
+
+/// Per app of the group: the live state commit, whether the cluster still matches that
+/// commit's state (server-side dry runs, nothing written), and each object's health.
+pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, DeployError> {
+    let client = Cluster::connect(request.context.as_deref())
+        .await
+        .map_err(cluster_error)?
+        .client;
+    let inventories = Inventories::new(client.clone(), &request.inventory_namespace, &request.env)
+        .by_app()
+        .await
+        .map_err(DeployError::Cluster)?;
+    let scratch = tempfile::tempdir().map_err(cluster_error)?;
+    let unreadable = export_live_states(request, &inventories, scratch.path());
+    let desired = desired::load(scratch.path(), &request.env).map_err(DeployError::Invalid)?;
+    let discovery = discover(&client).await?;
+    let state_crds = crds_in_state(&desired);
+    let targets = targets_of(desired, &discovery);
+    let commits = inventories
+        .iter()
+        .map(|(app, inventory)| (app.clone(), inventory.commit.clone()))
+        .collect();
+    let comparison = Comparison {
+        client: &client,
+        commits: &commits,
+        state_crds: &state_crds,
+        force_conflicts: true,
+    };
+    let compared = comparison.all(&targets, request.concurrency).await;
+    let mut apps = Vec::new();
+    for (app, inventory) in &inventories {
+        let status = match unreadable.get(app) {
+            Some(reason) => unverified_app(&client, &discovery, inventory, reason.clone()).await,
+            None => compared_app(inventory, &compared),
+        };
+        apps.push(status);
+    }
+    Ok(StatusReport {
+        env: request.env.clone(),
+        apps,
+    })
+}
+
+/// Writes each app's directory as its live commit holds it under `scratch`; returns, by app,
+/// why the ones that cannot be read could not.
+fn export_live_states(
+    request: &StatusRequest,
+    inventories: &BTreeMap<String, Inventory>,
+    scratch: &Path,
+) -> BTreeMap<String, String> {
+    let mut unreadable = BTreeMap::new();
+    let prefix = format!("{}-", request.env);
+    for (app, inventory) in inventories {
+        let directory = app.strip_prefix(&prefix).unwrap_or(app);
+        let path = format!("{}/{}/{directory}", crate::render::STATE_DIR, request.env);
+        if inventory.commit == crate::state::UNCOMMITTED || inventory.commit.is_empty() {
+            unreadable.insert(app.clone(), "deployed from uncommitted state".to_string());
+            continue;
+        }
+        if let Err(e) = crate::state::export_tree(
+            &request.root,
+            &inventory.commit,
+            &path,
+            &scratch.join(directory),
+        ) {
+            unreadable.insert(app.clone(), e.to_string());
+        }
+    }
+    unreadable
+}
+
+fn health_of(live: Option<&Value>) -> (Health, Option<String>) {
+    match live.map(ready::readiness) {
+        None => (Health::Missing, None),
+        Some(Readiness::Ready) => (Health::Healthy, None),
+        Some(Readiness::Waiting(message)) => (Health::Progressing, Some(message)),
+        Some(Readiness::Failed(message)) => (Health::Failed, Some(message)),
+    }
+}
+
+/// An app whose live commit's state was compared with the cluster.
+fn compared_app(inventory: &Inventory, compared: &[(ObjectDiff, Option<Value>)]) -> AppStatus {
+    let objects: Vec<ObjectStatus> = compared
+        .iter()
+        .filter(|(diff, _)| diff.app == inventory.app)
+        .map(|(diff, live)| {
+            let (health, message) = health_of(live.as_ref());
+            ObjectStatus {
+                object: diff.object.clone(),
+                health,
+                message: diff.error.clone().or(message),
+                drifted: diff.op != Op::Unchanged || diff.error.is_some(),
+                diff: diff.diff.clone(),
+            }
+        })
+        .collect();
+    AppStatus {
+        app: inventory.app.clone(),
+        commit: inventory.commit.clone(),
+        in_sync: Some(objects.iter().all(|o| !o.drifted)),
+        note: None,
+        objects,
+    }
+}
+
+/// An app whose live commit cannot be read: only the health of what its inventory lists.
+async fn unverified_app(
+    client: &Client,
+    discovery: &Discovery,
+    inventory: &Inventory,
+    reason: String,
+) -> AppStatus {
+    let mut objects = Vec::new();
+    for reference in &inventory.objects {
+        let (health, message) = match live_object(client, discovery, reference).await {
+            Ok(live) => health_of(live.as_ref()),
+            Err(e) => (Health::Failed, Some(e)),
+        };
+        objects.push(ObjectStatus {
+            object: reference.to_string(),
+            health,
+            message,
+            drifted: false,
+            diff: String::new(),
+        });
+    }
+    AppStatus {
+        app: inventory.app.clone(),
+        commit: inventory.commit.clone(),
+        in_sync: None,
+        note: Some(format!("drift cannot be told: {reason}")),
+        objects,
+    }
+}
