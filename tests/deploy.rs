@@ -11,118 +11,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::Api;
 use serde_json::Value;
-use umbrella::cluster::Cluster;
 
+use common::group::{Group, client, image};
 use common::{testenv, umbrella, unique};
-
-/// A repository whose state has one environment (named after the test) in its own namespace.
-struct Group {
-    repo: tempfile::TempDir,
-    env: String,
-}
-
-impl Group {
-    fn new(prefix: &str) -> Self {
-        let repo = tempfile::tempdir().expect("temp dir");
-        git2::Repository::init(repo.path()).expect("git init");
-        let env = unique(prefix);
-        let group = Group { repo, env };
-        group.write(
-            "base",
-            "namespace.yaml",
-            &format!(
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n",
-                group.env
-            ),
-        );
-        group
-    }
-
-    fn app_dir(&self, app: &str) -> std::path::PathBuf {
-        self.repo
-            .path()
-            .join("umbrella-state")
-            .join(&self.env)
-            .join(app)
-    }
-
-    fn write(&self, app: &str, file: &str, yaml: &str) {
-        let dir = self.app_dir(app);
-        std::fs::create_dir_all(&dir).expect("app dir");
-        std::fs::write(dir.join(file), yaml).expect("write object");
-    }
-
-    fn remove(&self, app: &str, file: Option<&str>) {
-        match file {
-            Some(file) => {
-                std::fs::remove_file(self.app_dir(app).join(file)).expect("remove object")
-            }
-            None => std::fs::remove_dir_all(self.app_dir(app)).expect("remove app"),
-        }
-    }
-
-    fn deploy(&self, extra: &[&str]) -> (i32, Value, String) {
-        let mut args = vec![
-            "deploy",
-            "app-group",
-            self.env.as_str(),
-            "--yes",
-            "-o",
-            "json",
-            "--context",
-            "umbrella-test",
-        ];
-        args.extend(extra);
-        let (code, out, err) = umbrella(self.repo.path(), &args, &[]);
-        (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
-    }
-
-    fn config_map(&self, name: &str) -> String {
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {}\ndata:\n  k: v\n",
-            self.env
-        )
-    }
-
-    fn deployment(&self, name: &str, image: &str, pod_labels: &str) -> String {
-        format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n{pod_labels}    spec:\n      containers:\n      - name: main\n        image: {image}\n",
-            ns = self.env
-        )
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        // Leave the shared cluster clean whatever the test's outcome.
-        let _ = Command::new("kubectl")
-            .args([
-                "--context",
-                "umbrella-test",
-                "delete",
-                "namespace",
-                &self.env,
-                "--wait=false",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = Command::new("kubectl")
-            .args([
-                "--context",
-                "umbrella-test",
-                "-n",
-                "umbrella-system",
-                "delete",
-                "configmap",
-                "-l",
-                &format!("umbrella.dev/group={}", self.env),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// Starts a deploy of the group and returns once its output shows `marker`; a thread drains
 /// the rest of its output.
@@ -175,17 +66,6 @@ fn ops(report: &Value) -> Vec<(String, String)> {
         .collect();
     list.sort();
     list
-}
-
-async fn client() -> kube::Client {
-    Cluster::connect(Some(&testenv("UMBRELLA_TEST_KUBE_CONTEXT")))
-        .await
-        .expect("cluster")
-        .client
-}
-
-fn image() -> String {
-    testenv("UMBRELLA_TEST_THIRD_PARTY_IMAGE")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,8 @@
 //! (`scripts/testenv up`); a missing component fails the test with a message, never skips it.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod group;
+
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 

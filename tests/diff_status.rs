@@ -1,0 +1,385 @@
+//! `umbrella diff` and `umbrella status` against the local control plane, drift made with
+//! kubectl and repaired by deploy, and rollback by revision against rollback by checkout.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use serde_json::Value;
+
+use common::group::{Group, client, image};
+
+fn diff(group: &Group, extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["--exit-code", "-o", "json"];
+    args.extend(extra);
+    let (code, out, err) = group.run(&["diff", "app-group"], &args);
+    let report = serde_json::from_str(&out).unwrap_or_else(|_| panic!("diff JSON: {out}\n{err}"));
+    (code, report, err)
+}
+
+fn status(group: &Group, extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["-o", "json"];
+    args.extend(extra);
+    let (code, out, err) = group.run(&["status", "app-group"], &args);
+    let report = serde_json::from_str(&out).unwrap_or_else(|_| panic!("status JSON: {out}\n{err}"));
+    (code, report, err)
+}
+
+/// The diff's objects by name: (op, lines added or removed).
+fn changes(report: &Value) -> BTreeMap<String, (String, Vec<String>)> {
+    report["objects"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no objects in {report}"))
+        .iter()
+        .map(|o| {
+            let lines = o["diff"]
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    (l.starts_with('+') || l.starts_with('-'))
+                        && !l.starts_with("+++")
+                        && !l.starts_with("---")
+                })
+                .map(str::to_string)
+                .collect();
+            (
+                o["object"].as_str().unwrap_or_default().to_string(),
+                (o["op"].as_str().unwrap_or_default().to_string(), lines),
+            )
+        })
+        .collect()
+}
+
+fn kubectl(args: &[&str]) {
+    let status = Command::new("kubectl")
+        .args(["--context", "umbrella-test"])
+        .args(args)
+        .status()
+        .expect("run kubectl");
+    assert!(status.success(), "kubectl {args:?}");
+}
+
+fn config_map_with(group: &Group, name: &str, value: &str) -> String {
+    group
+        .config_map(name)
+        .replace("  k: v\n", &format!("  k: {value}\n  other: same\n"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_shows_exactly_the_edited_field_what_is_pruned_and_writes_nothing() {
+    let group = Group::new("diff");
+    let env = group.env.clone();
+    group.write("app", "a.yaml", &config_map_with(&group, "a", "v1"));
+    group.write("app", "gone.yaml", &group.config_map("gone"));
+    group.write("old", "o.yaml", &group.config_map("o"));
+    group.write("app", "web.yaml", &group.deployment("web", &image(), ""));
+    common::commit_all(group.repo.path(), "state v1");
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
+    assert_eq!(
+        code, 0,
+        "no changes right after the deploy: {err}\n{report}"
+    );
+
+    group.write("app", "a.yaml", &config_map_with(&group, "a", "v2"));
+    group.write("app", "new.yaml", &group.config_map("new"));
+    group.remove("app", Some("gone.yaml"));
+    group.remove("old", None);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client().await, &env);
+    let before = config_maps
+        .get("a")
+        .await
+        .expect("a")
+        .metadata
+        .resource_version;
+
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
+    assert_eq!(code, 2, "{err}\n{report}");
+    let changes = changes(&report);
+    assert_eq!(
+        changes[&format!("ConfigMap/a in {env}")],
+        (
+            "update".to_string(),
+            vec!["-  k: v1".to_string(), "+  k: v2".to_string()]
+        )
+    );
+    assert_eq!(changes[&format!("ConfigMap/new in {env}")].0, "create");
+    assert_eq!(changes[&format!("ConfigMap/gone in {env}")].0, "delete");
+    assert_eq!(changes[&format!("ConfigMap/o in {env}")].0, "delete");
+    assert_eq!(changes[&format!("Deployment/web in {env}")].0, "unchanged");
+    assert_eq!(changes[&format!("Namespace/{env}")].0, "unchanged");
+    assert_eq!(
+        report["deletedApps"],
+        serde_json::json!([format!("{env}-old")])
+    );
+
+    let after = config_maps.get("a").await.expect("a");
+    assert_eq!(
+        after.metadata.resource_version, before,
+        "diff wrote to the cluster"
+    );
+    assert_eq!(after.data.unwrap_or_default()["k"], "v1");
+    assert!(config_maps.get_opt("new").await.expect("get").is_none());
+    assert!(config_maps.get_opt("gone").await.expect("get").is_some());
+
+    let (code, out, err) =
+        tokio::task::block_in_place(|| group.run(&["diff", "app-group"], &["--color", "never"]));
+    assert_eq!(code, 0, "without --exit-code changes exit 0: {err}");
+    assert!(
+        out.contains(&format!("update {env}-app ConfigMap/a in {env}"))
+            && out.contains("a deploy of")
+            && out.contains(&format!("app {env}-old deleted")),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_masks_secret_data() {
+    let group = Group::new("mask");
+    let env = group.env.clone();
+    let secret = |password: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: {env}\nstringData:\n  password: {password}\n  user: admin\n"
+        )
+    };
+    group.write("app", "secret.yaml", &secret("hunter2-first"));
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    group.write("app", "secret.yaml", &secret("hunter2-second"));
+    // kubectl's client-side apply copy would hold the value too: it must not leak either.
+    kubectl(&[
+        "-n",
+        &env,
+        "annotate",
+        "secret",
+        "s",
+        "kubectl.kubernetes.io/last-applied-configuration={\"stringData\":{\"password\":\"hunter2-first\"}}",
+    ]);
+
+    for output in ["json", "text"] {
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            group.run(
+                &["diff", "app-group"],
+                &["--exit-code", "-o", output, "--color", "never"],
+            )
+        });
+        assert_eq!(code, 2, "{out}\n{err}");
+        for plain in ["hunter2-first", "hunter2-second", "admin"] {
+            let encoded = base64_of(plain);
+            assert!(
+                !out.contains(plain) && !out.contains(&encoded),
+                "{plain} leaks in {output}:\n{out}"
+            );
+        }
+        assert!(out.contains("masked"), "{out}");
+    }
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_made_with_kubectl_is_detected_and_repaired_by_deploy() {
+    let group = Group::new("drift");
+    let env = group.env.clone();
+    group.write("app", "a.yaml", &config_map_with(&group, "a", "v1"));
+    group.write("app", "b.yaml", &group.config_map("b"));
+    group.write("app", "web.yaml", &group.deployment("web", &image(), ""));
+    common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    let (code, report, err) = tokio::task::block_in_place(|| status(&group, &[]));
+    assert_eq!(code, 0, "in sync and healthy: {err}\n{report}");
+
+    kubectl(&[
+        "-n",
+        &env,
+        "patch",
+        "configmap",
+        "a",
+        "-p",
+        r#"{"data":{"k":"edited"}}"#,
+    ]);
+    kubectl(&["-n", &env, "scale", "deployment", "web", "--replicas=3"]);
+    kubectl(&["-n", &env, "delete", "configmap", "b"]);
+
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
+    assert_eq!(code, 2, "{err}\n{report}");
+    let found = changes(&report);
+    assert_eq!(
+        found[&format!("ConfigMap/a in {env}")].1,
+        ["-  k: edited", "+  k: v1"]
+    );
+    assert_eq!(
+        found[&format!("Deployment/web in {env}")].1,
+        ["-  replicas: 3", "+  replicas: 2"]
+    );
+    assert_eq!(found[&format!("ConfigMap/b in {env}")].0, "create");
+
+    let (code, report, err) = tokio::task::block_in_place(|| status(&group, &[]));
+    assert_eq!(code, 2, "{err}\n{report}");
+    let app = &report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .find(|a| a["app"] == format!("{env}-app"))
+        .expect("the app")
+        .clone();
+    assert_eq!(app["inSync"], false, "{report}");
+    let missing = app["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["object"] == format!("ConfigMap/b in {env}"))
+        .expect("b");
+    assert_eq!(missing["health"], "missing");
+    assert_eq!(missing["drifted"], true);
+
+    // The edited fields now belong to kubectl: a plain deploy names the conflict...
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("kubectl-patch") && err.contains(".data.k"),
+        "{err}"
+    );
+    // ...and --force-conflicts takes the fields back.
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&["--force-conflicts"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
+    assert_eq!(code, 0, "{err}\n{report}");
+    let (code, report, err) = tokio::task::block_in_place(|| status(&group, &[]));
+    assert_eq!(code, 0, "{err}\n{report}");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client().await, &env);
+    assert_eq!(
+        config_maps
+            .get("a")
+            .await
+            .expect("a")
+            .data
+            .unwrap_or_default()["k"],
+        "v1"
+    );
+}
+
+#[test]
+fn status_reports_an_unhealthy_object_and_fail_on_chooses_the_exit() {
+    let group = Group::new("health");
+    // Never schedulable, and not waited for: deployed, in sync, and not healthy.
+    let deployment = group
+        .deployment("stuck", &image(), "")
+        .replace(
+            "  namespace:",
+            "  annotations:\n    kapp.k14s.io/disable-wait: \"true\"\n  namespace:",
+        )
+        .replace(
+            "    spec:\n      containers:",
+            "    spec:\n      nodeSelector:\n        no-such-node: \"true\"\n      containers:",
+        );
+    group.write("app", "deployment.yaml", &deployment);
+    common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, report, err) = status(&group, &[]);
+    assert_eq!(code, 2, "{err}\n{report}");
+    let stuck = report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .flat_map(|a| a["objects"].as_array().expect("objects"))
+        .find(|o| {
+            o["object"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("Deployment/stuck"))
+        })
+        .expect("the deployment")
+        .clone();
+    assert_eq!(stuck["health"], "progressing", "{report}");
+    assert_eq!(stuck["drifted"], false, "{report}");
+    assert_eq!(status(&group, &["--fail-on", "drift"]).0, 0);
+    assert_eq!(status(&group, &["--fail-on", "unhealthy"]).0, 2);
+    assert_eq!(status(&group, &["--fail-on", "never"]).0, 0);
+
+    let (_, text, _) = group.run(&["status", "app-group"], &["--color", "never"]);
+    assert!(
+        text.contains("UNHEALTHY") && text.contains("in sync"),
+        "{text}"
+    );
+}
+
+/// Every ConfigMap of the namespace: name, data, labels and annotations.
+async fn live_config_maps(env: &str) -> BTreeMap<String, Value> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client().await, env);
+    config_maps
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.name.as_deref() != Some("kube-root-ca.crt"))
+        .map(|c| {
+            (
+                c.metadata.name.clone().unwrap_or_default(),
+                serde_json::json!({
+                    "data": c.data,
+                    "labels": c.metadata.labels,
+                    "annotations": c.metadata.annotations,
+                }),
+            )
+        })
+        .collect()
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("run git");
+    assert!(status.success(), "git {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_by_revision_and_by_checkout_give_the_same_live_objects() {
+    let group = Group::new("same");
+    let env = group.env.clone();
+    group.write("app", "a.yaml", &config_map_with(&group, "a", "v1"));
+    group.write("app", "c.yaml", &group.config_map("c"));
+    let v1 = common::commit_all(group.repo.path(), "state v1");
+    group.write("app", "a.yaml", &config_map_with(&group, "a", "v2"));
+    group.write("app", "b.yaml", &group.config_map("b"));
+    common::commit_all(group.repo.path(), "state v2");
+    let deploy = |extra: &[&str]| {
+        let (code, _, err) = tokio::task::block_in_place(|| group.deploy(extra));
+        assert_eq!(code, 0, "{err}");
+    };
+
+    deploy(&[]);
+    deploy(&["--revision", &v1]);
+    let by_revision = live_config_maps(&env).await;
+    assert_eq!(by_revision["a"]["data"]["k"], "v1");
+    assert!(!by_revision.contains_key("b"), "{by_revision:?}");
+
+    deploy(&[]);
+    assert_eq!(live_config_maps(&env).await["a"]["data"]["k"], "v2");
+    // --no-overlay: files added after v1 (b.yaml) are removed too, as in v1.
+    let state = format!("umbrella-state/{env}");
+    git(
+        group.repo.path(),
+        &["checkout", "--no-overlay", &v1, "--", &state],
+    );
+    deploy(&[]);
+    let by_checkout = live_config_maps(&env).await;
+    assert_eq!(by_checkout, by_revision);
+    assert_eq!(
+        by_checkout["a"]["annotations"]["umbrella.dev/state-commit"],
+        v1.as_str()
+    );
+}
