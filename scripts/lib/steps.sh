@@ -25,7 +25,8 @@ step() {
 }
 
 print_step_times() {
-  local i
-  printf '\n%-40s %8s\n' "step" "seconds"
-  for i in "${!STEP_NAMES[@]}"; do printf '%-40s %8s\n' "${STEP_NAMES[$i]}" "${STEP_TIMES[$i]}"; done
+  local i name width=4
+  for name in "${STEP_NAMES[@]}"; do ((${#name} > width)) && width=${#name}; done
+  printf '\n%-*s %8s\n' "$width" "step" "seconds"
+  for i in "${!STEP_NAMES[@]}"; do printf '%-*s %8s\n' "$width" "${STEP_NAMES[$i]}" "${STEP_TIMES[$i]}"; done
 }
