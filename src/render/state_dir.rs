@@ -24,23 +24,41 @@ pub struct StateFiles {
     pub files: BTreeMap<PathBuf, String>,
 }
 
+/// The file names an object may take, the plainest first; the last one is unique per group,
+/// kind, namespace and name.
+fn file_names(object: &RenderedObject) -> [PathBuf; 3] {
+    let kind = object.kind().to_ascii_lowercase();
+    let name = object.name();
+    let namespace = object.namespace().unwrap_or("cluster");
+    let group = object
+        .api_version()
+        .rsplit_once('/')
+        .map_or("core", |(group, _)| group);
+    let app = Path::new(&object.app);
+    [
+        app.join(format!("{kind}-{name}.yaml")),
+        app.join(format!("{kind}-{namespace}-{name}.yaml")),
+        app.join(format!("{kind}.{group}-{namespace}-{name}.yaml")),
+    ]
+}
+
 impl StateFiles {
-    /// One file per object, `<app>/<kind>-<name>.yaml` (with the namespace too when two objects
-    /// of an app would share a name), and the lock.
+    /// One file per object, `<app>/<kind>-<name>.yaml`, and the lock. When two objects of an
+    /// app would share a file, the namespace is added (`<kind>-<namespace>-<name>.yaml`), then
+    /// the API group too (`<kind>.<group>-<namespace>-<name>.yaml`, `core` for the core group).
     pub fn from_objects(objects: &[RenderedObject], lock: &ImagesLock) -> Result<Self, String> {
         let mut files = BTreeMap::new();
         let mut taken: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let mut seen: BTreeMap<[&str; 4], &str> = BTreeMap::new();
         for object in objects {
-            let kind = object.kind().to_ascii_lowercase();
-            let plain = PathBuf::from(&object.app).join(format!("{kind}-{}.yaml", object.name()));
-            let path = if taken.contains_key(&plain) {
-                let namespace = object.namespace().unwrap_or("cluster");
-                PathBuf::from(&object.app)
-                    .join(format!("{kind}-{namespace}-{}.yaml", object.name()))
-            } else {
-                plain
-            };
-            if let Some(first) = taken.get(&path) {
+            let group = object.api_version().rsplit_once('/').map_or("", |(g, _)| g);
+            let identity = [
+                group,
+                object.kind(),
+                object.namespace().unwrap_or(""),
+                object.name(),
+            ];
+            if let Some(first) = seen.insert(identity, &object.source) {
                 return Err(format!(
                     "app {}: {} is rendered twice (from {first} and {}); names must be unique per kind and namespace",
                     object.app,
@@ -48,6 +66,15 @@ impl StateFiles {
                     object.source
                 ));
             }
+            let candidates = file_names(object);
+            let Some(path) = candidates.iter().find(|p| !taken.contains_key(*p)).cloned() else {
+                return Err(format!(
+                    "app {}: {} has no file name of its own: {} are taken",
+                    object.app,
+                    object.describe(),
+                    candidates.map(|p| p.display().to_string()).join(", ")
+                ));
+            };
             taken.insert(path.clone(), object.source.clone());
             files.insert(
                 path,
@@ -173,6 +200,46 @@ mod tests {
                 .map(|(p, c)| (PathBuf::from(p), c.to_string()))
                 .collect(),
         }
+    }
+
+    fn rendered(api_version: &str, kind: &str, namespace: &str, name: &str) -> RenderedObject {
+        RenderedObject {
+            app: "app".into(),
+            source: format!("shop/charts/app/templates/{name}.yaml"),
+            value: serde_json::json!({
+                "apiVersion": api_version, "kind": kind,
+                "metadata": {"name": name, "namespace": namespace},
+            }),
+        }
+    }
+
+    #[test]
+    fn file_names_grow_only_as_much_as_two_objects_need() {
+        let objects = [
+            rendered("v1", "Service", "a", "web"),
+            rendered("v1", "Service", "b", "web"),
+            rendered("serving.knative.dev/v1", "Service", "b", "web"),
+            rendered("v1", "ConfigMap", "a", "web"),
+        ];
+        let state = StateFiles::from_objects(&objects, &ImagesLock::default()).unwrap();
+        let names: Vec<String> = state
+            .files
+            .keys()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "app/configmap-web.yaml",
+                "app/service-b-web.yaml",
+                "app/service-web.yaml",
+                "app/service.serving.knative.dev-b-web.yaml",
+                LOCK_FILE,
+            ]
+        );
+        let twice = [objects[1].clone(), objects[1].clone(), objects[1].clone()];
+        let error = StateFiles::from_objects(&twice, &ImagesLock::default()).unwrap_err();
+        assert!(error.contains("Service/web is rendered twice"), "{error}");
     }
 
     #[test]
