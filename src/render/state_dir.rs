@@ -109,12 +109,13 @@ impl StateFiles {
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{name}.new-"))
             .tempdir_in(parent)?;
+        let directories: std::collections::BTreeSet<&Path> =
+            self.files.keys().filter_map(|p| p.parent()).collect();
+        for directory in directories {
+            std::fs::create_dir_all(staging.path().join(directory))?;
+        }
         for (relative, content) in &self.files {
-            let path = staging.path().join(relative);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(path, content)?;
+            std::fs::write(staging.path().join(relative), content)?;
         }
         let staged = staging.keep();
         let swap = || -> std::io::Result<()> {
