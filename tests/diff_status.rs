@@ -383,3 +383,52 @@ async fn rollback_by_revision_and_by_checkout_give_the_same_live_objects() {
         v1.as_str()
     );
 }
+
+#[test]
+fn status_names_the_pod_failure_of_a_crashing_workload() {
+    let group = Group::new("crash");
+    // kwok runs these pods, then fails their container; not waited for, so the deploy passes.
+    let labels = "        pod-container-running-failed.stage.kwok.x-k8s.io: \"true\"\n";
+    let deployment = group
+        .deployment("crashy", &image(), labels)
+        .replace(
+            "  namespace:",
+            "  annotations:\n    kapp.k14s.io/disable-wait: \"true\"\n  namespace:",
+        )
+        .replace(
+            "  replicas: 2\n",
+            "  replicas: 2\n  minReadySeconds: 300\n",
+        );
+    group.write("app", "deployment.yaml", &deployment);
+    common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let crashy = loop {
+        let (code, report, err) = status(&group, &[]);
+        assert_eq!(code, 2, "{err}\n{report}");
+        let crashy = report["apps"]
+            .as_array()
+            .expect("apps")
+            .iter()
+            .flat_map(|a| a["objects"].as_array().expect("objects"))
+            .find(|o| {
+                o["object"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("Deployment/crashy"))
+            })
+            .expect("the deployment")
+            .clone();
+        if crashy["health"] == "failed" || std::time::Instant::now() > deadline {
+            break crashy;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    assert_eq!(crashy["health"], "failed", "{crashy}");
+    let message = crashy["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("container main") && message.contains("containerFailed"),
+        "{message}"
+    );
+}

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::discovery::Discovery;
 use serde::Serialize;
 use serde_json::Value;
@@ -380,7 +381,7 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
     for (app, inventory) in &inventories {
         let status = match unreadable.get(app) {
             Some(reason) => unverified_app(&client, &discovery, inventory, reason.clone()).await,
-            None => compared_app(inventory, &compared),
+            None => compared_app(&client, inventory, &compared).await,
         };
         apps.push(status);
     }
@@ -418,31 +419,57 @@ fn export_live_states(
     unreadable
 }
 
-fn health_of(live: Option<&Value>) -> (Health, Option<String>) {
-    match live.map(ready::readiness) {
-        None => (Health::Missing, None),
-        Some(Readiness::Ready) => (Health::Healthy, None),
-        Some(Readiness::Waiting(message)) => (Health::Progressing, Some(message)),
-        Some(Readiness::Failed(message)) => (Health::Failed, Some(message)),
+/// The object's health by deploy's rules; a workload not ready whose pod failed for good (a
+/// crash loop, an image that cannot be pulled) is failed, with the pod's reason.
+async fn health_of(client: &Client, live: Option<&Value>) -> (Health, Option<String>) {
+    let Some(live) = live else {
+        return (Health::Missing, None);
+    };
+    match ready::readiness(live) {
+        Readiness::Ready => (Health::Healthy, None),
+        Readiness::Failed(message) => (Health::Failed, Some(message)),
+        Readiness::Waiting(message) => match failed_pod(client, live).await {
+            Some(reason) => (Health::Failed, Some(reason)),
+            None => (Health::Progressing, Some(message)),
+        },
     }
 }
 
+/// Why a pod of the workload failed for good, if one did.
+async fn failed_pod(client: &Client, workload: &Value) -> Option<String> {
+    let selector = ready::pod_selector(workload)?;
+    let namespace = workload["metadata"]["namespace"].as_str()?;
+    let kind = workload["kind"].as_str()?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .ok()?;
+    pods.items.iter().find_map(|pod| {
+        ready::workload_pod_failure(kind, &serde_json::to_value(pod).unwrap_or_default())
+    })
+}
+
 /// An app whose live commit's state was compared with the cluster.
-fn compared_app(inventory: &Inventory, compared: &[(ObjectDiff, Option<Value>)]) -> AppStatus {
-    let objects: Vec<ObjectStatus> = compared
+async fn compared_app(
+    client: &Client,
+    inventory: &Inventory,
+    compared: &[(ObjectDiff, Option<Value>)],
+) -> AppStatus {
+    let mut objects = Vec::new();
+    for (diff, live) in compared
         .iter()
         .filter(|(diff, _)| diff.app == inventory.app)
-        .map(|(diff, live)| {
-            let (health, message) = health_of(live.as_ref());
-            ObjectStatus {
-                object: diff.object.clone(),
-                health,
-                message: diff.error.clone().or(message),
-                drifted: diff.op != Op::Unchanged || diff.error.is_some(),
-                diff: diff.diff.clone(),
-            }
-        })
-        .collect();
+    {
+        let (health, message) = health_of(client, live.as_ref()).await;
+        objects.push(ObjectStatus {
+            object: diff.object.clone(),
+            health,
+            message: diff.error.clone().or(message),
+            drifted: diff.op != Op::Unchanged || diff.error.is_some(),
+            diff: diff.diff.clone(),
+        });
+    }
     AppStatus {
         app: inventory.app.clone(),
         commit: inventory.commit.clone(),
@@ -462,7 +489,7 @@ async fn unverified_app(
     let mut objects = Vec::new();
     for reference in &inventory.objects {
         let (health, message) = match live_object(client, discovery, reference).await {
-            Ok(live) => health_of(live.as_ref()),
+            Ok(live) => health_of(client, live.as_ref()).await,
             Err(e) => (Health::Failed, Some(e)),
         };
         objects.push(ObjectStatus {

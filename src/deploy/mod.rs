@@ -828,70 +828,118 @@ async fn wait_ready(
         .boxed();
     let mut pods = pod_watch(client, target);
     let mut events = warning_watch(client, target);
-    let mut involved: BTreeSet<String> = BTreeSet::from([target.reference.name.clone()]);
-    let applied_at = k8s_openapi::jiff::Timestamp::now();
-    // Pods seen unschedulable: since when, and why.
-    let mut unschedulable_since: BTreeMap<String, (Instant, String)> = BTreeMap::new();
-    let mut last = format!("{label}: waiting for the first status");
+    let mut watch = Watch::new(target, label);
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
-        tokio::select! {
+        let verdict = tokio::select! {
             event = objects.try_next() => match event {
-                                Ok(Some(object)) => {
-                    // Items of a LIST carry no apiVersion and kind: the rules need them.
-                    let mut value = serde_json::to_value(&object).unwrap_or_default();
-                    value["apiVersion"] = target.reference.api_version.clone().into();
-                    value["kind"] = target.reference.kind.clone().into();
-                    match ready::readiness(&value) {
-                        Readiness::Ready => return Ok(()),
-                        Readiness::Failed(reason) => return Err(WaitError::Failed(format!("{}: {reason}", label))),
-                        Readiness::Waiting(message) => {
-                            progress.update(label, &format!("waiting: {message}"));
-                            last = format!("{label}: {message}");
-                        }
-                    }
-                }
-                Ok(None) => return Err(WaitError::Failed(format!("{label}: the watch ended"))),
-                                // The watcher re-lists and reconnects by itself (with backoff): keep waiting.
-                Err(e) => last = format!("{label}: watch interrupted ({e}), reconnecting"),
-            },
-                        event = next_item(&mut events) => {
-                let value = serde_json::to_value(&event).unwrap_or_default();
-                if let Some(reason) = ready::warning_failure(&value, &involved, applied_at) {
-                    return Err(WaitError::Failed(format!("{label}: {reason}")));
+                Ok(Some(object)) => watch.on_object(progress, &object),
+                Ok(None) => Some(Err(WaitError::Failed(format!("{label}: the watch ended")))),
+                // The watcher re-lists and reconnects by itself (with backoff): keep waiting.
+                Err(e) => {
+                    watch.last = format!("{label}: watch interrupted ({e}), reconnecting");
+                    None
                 }
             },
-            pod = next_item(&mut pods) => {
-                involved.insert(pod.name_any());
-                if let Some(pod) = Some(pod).filter(|p| p.creation_timestamp().is_none_or(|t| t.0 >= applied_at - k8s_openapi::jiff::SignedDuration::from_secs(120))) {
-                    let value = serde_json::to_value(&pod).unwrap_or_default();
-                                        // A Job retries failed pods up to its backoffLimit: its own Failed condition decides.
-                    let failure = if target.reference.kind == "Job" { ready::fatal_waiting(&value) } else { ready::pod_failure(&value) };
-                    if let Some(reason) = failure {
-                        let logs = last_log_lines(client, &pod).await;
-                        return Err(WaitError::Failed(format!("{label}: {reason}{logs}")));
-                    }
-                    match ready::unschedulable(&value) {
-                                                Some(reason) => {
-                            let since = unschedulable_since.entry(pod.name_any()).or_insert_with(|| (Instant::now(), reason.clone()));
-                            if since.0.elapsed() > UNSCHEDULABLE_GRACE {
-                                return Err(WaitError::Failed(format!("{label}: {reason}")));
-                            }
-                        }
-                        None => {
-                            unschedulable_since.remove(&pod.name_any());
-                        }
-                    }
-                }
-            },
-                        _ = tick.tick() => {
-                // A pod that stays unschedulable produces no new event: look at the clock too.
-                                if let Some((_, (_, reason))) = unschedulable_since.iter().find(|(_, (since, _))| since.elapsed() > UNSCHEDULABLE_GRACE) {
-                    return Err(WaitError::Failed(format!("{label}: {reason}")));
-                }
-            },
-            _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout(last)),
+            event = next_item(&mut events) => watch.on_warning(&event),
+            pod = next_item(&mut pods) => watch.on_pod(client, &pod).await,
+            // A pod that stays unschedulable produces no new event: look at the clock too.
+            _ = tick.tick() => watch.unschedulable_too_long(),
+            _ = tokio::time::sleep_until(deadline) => Some(Err(WaitError::Timeout(watch.last.clone()))),
+        };
+        if let Some(verdict) = verdict {
+            return verdict;
         }
+    }
+}
+
+/// What a wait has seen so far; each event either settles the wait or leaves it going.
+struct Watch<'a> {
+    target: &'a Target,
+    label: &'a str,
+    /// The object and its pods: the Warning events that count.
+    involved: BTreeSet<String>,
+    applied_at: k8s_openapi::jiff::Timestamp,
+    /// Pods seen unschedulable: since when, and why.
+    unschedulable_since: BTreeMap<String, (Instant, String)>,
+    /// The last state seen, for the timeout's message.
+    last: String,
+}
+
+type Verdict = Option<Result<(), WaitError>>;
+
+impl<'a> Watch<'a> {
+    fn new(target: &'a Target, label: &'a str) -> Self {
+        Watch {
+            target,
+            label,
+            involved: BTreeSet::from([target.reference.name.clone()]),
+            applied_at: k8s_openapi::jiff::Timestamp::now(),
+            unschedulable_since: BTreeMap::new(),
+            last: format!("{label}: waiting for the first status"),
+        }
+    }
+
+    fn failed(&self, reason: impl std::fmt::Display) -> Verdict {
+        Some(Err(WaitError::Failed(format!("{}: {reason}", self.label))))
+    }
+
+    fn on_object(&mut self, progress: &Progress, object: &DynamicObject) -> Verdict {
+        // Items of a LIST carry no apiVersion and kind: the rules need them.
+        let mut value = serde_json::to_value(object).unwrap_or_default();
+        value["apiVersion"] = self.target.reference.api_version.clone().into();
+        value["kind"] = self.target.reference.kind.clone().into();
+        match ready::readiness(&value) {
+            Readiness::Ready => Some(Ok(())),
+            Readiness::Failed(reason) => self.failed(reason),
+            Readiness::Waiting(message) => {
+                progress.update(self.label, &format!("waiting: {message}"));
+                self.last = format!("{}: {message}", self.label);
+                None
+            }
+        }
+    }
+
+    fn on_warning(&self, event: &Event) -> Verdict {
+        let value = serde_json::to_value(event).unwrap_or_default();
+        let reason = ready::warning_failure(&value, &self.involved, self.applied_at)?;
+        self.failed(reason)
+    }
+
+    async fn on_pod(&mut self, client: &Client, pod: &Pod) -> Verdict {
+        self.involved.insert(pod.name_any());
+        // Pods of an earlier rollout say nothing about this one.
+        let recent = pod.creation_timestamp().is_none_or(|t| {
+            t.0 >= self.applied_at - k8s_openapi::jiff::SignedDuration::from_secs(120)
+        });
+        if !recent {
+            return None;
+        }
+        let value = serde_json::to_value(pod).unwrap_or_default();
+        if let Some(reason) = ready::workload_pod_failure(&self.target.reference.kind, &value) {
+            let logs = last_log_lines(client, pod).await;
+            return self.failed(format!("{reason}{logs}"));
+        }
+        match ready::unschedulable(&value) {
+            Some(reason) => {
+                self.unschedulable_since
+                    .entry(pod.name_any())
+                    .or_insert_with(|| (Instant::now(), reason));
+                self.unschedulable_too_long()
+            }
+            None => {
+                self.unschedulable_since.remove(&pod.name_any());
+                None
+            }
+        }
+    }
+
+    fn unschedulable_too_long(&self) -> Verdict {
+        let (_, reason) = self
+            .unschedulable_since
+            .values()
+            .find(|(since, _)| since.elapsed() > UNSCHEDULABLE_GRACE)?;
+        self.failed(reason)
     }
 }
 
@@ -900,27 +948,11 @@ type WatchStream<T> =
 
 /// A watch on the pods of a workload (by its selector), for failing fast.
 fn pod_watch(client: &Client, target: &Target) -> Option<WatchStream<Pod>> {
-    let value = &target.desired.value;
-    let selector = match value["kind"].as_str()? {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
-            value["spec"]["selector"]["matchLabels"]
-                .as_object()?
-                .clone()
-        }
-        "Job" => serde_json::Map::from_iter([(
-            "job-name".to_string(),
-            Value::String(target.reference.name.clone()),
-        )]),
-        _ => return None,
-    };
-    let labels: Vec<String> = selector
-        .iter()
-        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-        .collect();
+    let selector = ready::pod_selector(&target.desired.value)?;
     let namespace = target.reference.namespace.clone()?;
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     Some(
-        watcher(api, watcher::Config::default().labels(&labels.join(",")))
+        watcher(api, watcher::Config::default().labels(&selector))
             .default_backoff()
             .applied_objects()
             .boxed(),

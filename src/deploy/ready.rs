@@ -223,6 +223,33 @@ fn generic(o: &Value) -> Readiness {
     Readiness::Ready
 }
 
+/// The label selector of a workload's pods (`k=v,...`), for the kinds whose pods tell why they
+/// are not ready; `None` for other kinds.
+pub fn pod_selector(object: &Value) -> Option<String> {
+    let labels = match object["kind"].as_str()? {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
+            object["spec"]["selector"]["matchLabels"]
+                .as_object()?
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+        }
+        "Job" => vec![format!("job-name={}", object["metadata"]["name"].as_str()?)],
+        _ => return None,
+    };
+    Some(labels.join(","))
+}
+
+/// Why a workload's pod has failed for good, by the kind's rule: a Job retries failed pods up
+/// to its backoffLimit, so only a fatal waiting reason counts for its pods.
+pub fn workload_pod_failure(kind: &str, pod: &Value) -> Option<String> {
+    if kind == "Job" {
+        fatal_waiting(pod)
+    } else {
+        pod_failure(pod)
+    }
+}
+
 /// Why a pod has failed for good: a fatal container waiting reason, or phase Failed.
 pub fn pod_failure(pod: &Value) -> Option<String> {
     fatal_waiting(pod).or_else(|| failed_phase(pod))
@@ -323,6 +350,22 @@ pub fn unschedulable(pod: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_selectors_of_workloads() {
+        let deployment = serde_json::json!({
+            "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web", "tier": "front"}}},
+        });
+        assert_eq!(
+            pod_selector(&deployment).as_deref(),
+            Some("app=web,tier=front")
+        );
+        let job = serde_json::json!({"kind": "Job", "metadata": {"name": "migrate"}});
+        assert_eq!(pod_selector(&job).as_deref(), Some("job-name=migrate"));
+        let config_map = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}});
+        assert_eq!(pod_selector(&config_map), None);
+    }
     use serde_json::json;
 
     fn deploy(generation: i64, observed: i64, status: Value) -> Value {
