@@ -420,7 +420,7 @@ fn render_request(root: &Path, args: &RenderArgs) -> RenderRequest {
 
 /// Renders and writes (or, with `--check`, compares) the environment's state.
 async fn render_stage(root: &Path, args: &RenderArgs) -> Result<Rendered, ExitCode> {
-    let rendered = render::render(&render_request(root, args))
+    let mut rendered = render::render(&render_request(root, args))
         .await
         .map_err(|error| {
             eprintln!("umbrella render: {error}");
@@ -446,10 +446,12 @@ async fn render_stage(root: &Path, args: &RenderArgs) -> Result<Rendered, ExitCo
         eprintln!("umbrella render --check: {} is up to date", dir.display());
         return Ok(rendered);
     }
+    let write_started = std::time::Instant::now();
     rendered.files.write(&dir).map_err(|e| {
         eprintln!("umbrella render: writing {}: {e}", dir.display());
         ExitCode::FAILURE
     })?;
+    rendered.write_ms = write_started.elapsed().as_millis();
     let _ = report::write_render(&mut std::io::stdout().lock(), &rendered, args.output);
     Ok(rendered)
 }

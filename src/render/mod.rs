@@ -64,9 +64,10 @@ pub struct Rendered {
     pub images: Vec<LockedImage>,
     /// Registry manifest lookups made (one per distinct tag reference).
     pub registry_lookups: usize,
-    /// Milliseconds spent in helm, and in finding and pinning images.
+    /// Milliseconds spent in helm, in finding and pinning images, and in writing the state.
     pub helm_ms: u128,
     pub pin_ms: u128,
+    pub write_ms: u128,
     #[serde(skip)]
     pub files: StateFiles,
 }
@@ -136,6 +137,7 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         registry_lookups: pinning.lookups,
         helm_ms,
         pin_ms,
+        write_ms: 0,
         files,
     })
 }

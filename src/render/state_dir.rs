@@ -115,7 +115,15 @@ impl StateFiles {
             std::fs::create_dir_all(staging.path().join(directory))?;
         }
         for (relative, content) in &self.files {
-            std::fs::write(staging.path().join(relative), content)?;
+            let file = staging.path().join(relative);
+            // An unchanged file is linked, not written again: on many filesystems creating a
+            // file costs far more than linking one, and most of a state is unchanged between
+            // renders. The old directory is only ever removed, never changed in place.
+            let previous = dir.join(relative);
+            let unchanged = std::fs::read(&previous).is_ok_and(|old| old == content.as_bytes());
+            if !(unchanged && std::fs::hard_link(&previous, &file).is_ok()) {
+                std::fs::write(&file, content)?;
+            }
         }
         let staged = staging.keep();
         let swap = || -> std::io::Result<()> {
@@ -241,6 +249,27 @@ mod tests {
         let twice = [objects[1].clone(), objects[1].clone(), objects[1].clone()];
         let error = StateFiles::from_objects(&twice, &ImagesLock::default()).unwrap_err();
         assert!(error.contains("Service/web is rendered twice"), "{error}");
+    }
+
+    #[test]
+    fn an_unchanged_file_is_linked_and_a_changed_one_written() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("umbrella-state/production");
+        let inode = |file: &str| std::fs::metadata(dir.join(file)).unwrap().ino();
+        files(&[("a/same.yaml", "1\n"), ("a/changed.yaml", "1\n")])
+            .write(&dir)
+            .unwrap();
+        let (same, changed) = (inode("a/same.yaml"), inode("a/changed.yaml"));
+        files(&[("a/same.yaml", "1\n"), ("a/changed.yaml", "2\n")])
+            .write(&dir)
+            .unwrap();
+        assert_eq!(inode("a/same.yaml"), same);
+        assert_ne!(inode("a/changed.yaml"), changed);
+        assert_eq!(
+            StateFiles::read(&dir).unwrap(),
+            files(&[("a/same.yaml", "1\n"), ("a/changed.yaml", "2\n")])
+        );
     }
 
     #[test]
