@@ -395,10 +395,7 @@ fn status_names_the_pod_failure_of_a_crashing_workload() {
             "  namespace:",
             "  annotations:\n    kapp.k14s.io/disable-wait: \"true\"\n  namespace:",
         )
-        .replace(
-            "  replicas: 2\n",
-            "  replicas: 2\n  minReadySeconds: 300\n",
-        );
+        .replace("  replicas: 2\n", "  replicas: 2\n  minReadySeconds: 300\n");
     group.write("app", "deployment.yaml", &deployment);
     common::commit_all(group.repo.path(), "state");
     let (code, _, err) = group.deploy(&[]);
