@@ -186,6 +186,9 @@ pub struct DiffArgs {
     /// Show what `deploy --force-conflicts` would do, without noting the conflicts.
     #[arg(long)]
     force_conflicts: bool,
+    /// Show what `deploy --adopt` would do with objects another app owns.
+    #[arg(long)]
+    adopt: bool,
     /// Exit 2 when a deploy would change something (a drift check).
     #[arg(long)]
     exit_code: bool,
@@ -546,16 +549,22 @@ async fn run_ci(
     Ok(code)
 }
 
-/// The state commit of each app (by app name) whose directory `dir` holds: see
-/// [`state::content_commits`].
+/// The state commit of each app (by app name): see [`state::content_commits`]. Warns when a
+/// shallow clone hides them.
 fn app_commits(
     root: &Path,
     env: &str,
-    dir: &Path,
-    revision: Option<&str>,
+    source: state::StateSource<'_>,
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let relative = format!("{}/{env}", render::STATE_DIR);
-    Ok(state::content_commits(root, &relative, dir, revision)?
+    let commits = state::content_commits(root, &relative, source)?;
+    if commits.values().any(|c| c == state::UNCOMMITTED) && state::is_shallow(root) {
+        eprintln!(
+            "umbrella: this is a shallow clone, so the commits of some apps are unknown and recorded as `{}`; fetch the full history (actions/checkout: fetch-depth: 0)",
+            state::UNCOMMITTED
+        );
+    }
+    Ok(commits
         .into_iter()
         .map(|(name, commit)| (format!("{env}-{name}"), commit))
         .collect())
@@ -584,12 +593,12 @@ fn deploy_source(
 ) -> anyhow::Result<(PathBuf, std::collections::BTreeMap<String, String>)> {
     let Some(revision) = revision else {
         let dir = state_dir::path(root, env);
-        let commits = app_commits(root, env, &dir, None)?;
+        let commits = app_commits(root, env, state::StateSource::WorkTree(&dir))?;
         return Ok((dir, commits));
     };
     let relative = format!("{}/{env}", render::STATE_DIR);
     state::export_tree(root, revision, &relative, scratch)?;
-    let commits = app_commits(root, env, scratch, Some(revision))
+    let commits = app_commits(root, env, state::StateSource::Revision(revision))
         .with_context(|| format!("reading {relative} at {revision}"))?;
     Ok((scratch.to_path_buf(), commits))
 }
@@ -659,7 +668,7 @@ async fn run_diff(root: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
         wait_timeout: std::time::Duration::ZERO,
         concurrency: args.concurrency,
         force_conflicts: args.force_conflicts,
-        adopt: false,
+        adopt: args.adopt,
         inventory_namespace: group.inventory_namespace.clone(),
         lock_timeout: std::time::Duration::ZERO,
     };
@@ -708,6 +717,10 @@ async fn run_status(root: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> 
         args.color.enabled(),
     )
     .context("writing the status")?;
+    if report.has_errors() {
+        eprintln!("umbrella status: some objects could not be read or compared (see above)");
+        return Ok(ExitCode::FAILURE);
+    }
     let deployed = !report.apps.is_empty();
     let failing = match args.fail_on {
         FailOn::Any => !deployed || report.drifted() || !report.healthy(),
@@ -731,7 +744,12 @@ fn deploy_outcome(
     match result {
         Ok(report) => (Some(report), ExitCode::SUCCESS),
         Err(error) => {
-            eprintln!("umbrella {command}: {error}");
+            match &error {
+                DeployError::Invalid(_) => {
+                    eprintln!("umbrella {command}: nothing was applied; {error}")
+                }
+                _ => eprintln!("umbrella {command}: {error}"),
+            }
             let code = match &error {
                 DeployError::Invalid(_) => ExitCode::from(2),
                 DeployError::Timeout { .. } => ExitCode::from(3),

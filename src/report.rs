@@ -322,7 +322,7 @@ pub fn write_status(
         } else {
             format!("UNHEALTHY ({unhealthy} of {} objects)", app.objects.len())
         };
-        let commit = &app.commit[..12.min(app.commit.len())];
+        let commit = app.commit.get(..12).unwrap_or(&app.commit);
         writeln!(out, "{:<32} {commit:<12} {sync:<9} {health}", app.app)?;
     }
     for app in &report.apps {
@@ -334,12 +334,10 @@ pub fn write_status(
             .iter()
             .filter(|o| o.drifted || o.health != Health::Healthy)
         {
+            let message = object.error.as_deref().or(object.message.as_deref());
             let health = format!("{:?}", object.health).to_lowercase();
             let drift = if object.drifted { ", drifted" } else { "" };
-            let message = object
-                .message
-                .as_deref()
-                .map_or(String::new(), |m| format!(": {m}"));
+            let message = message.map_or(String::new(), |m| format!(": {m}"));
             writeln!(
                 out,
                 "{} {}: {health}{drift}{message}",

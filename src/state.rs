@@ -1,6 +1,6 @@
 //! The git repository that holds the sources and the rendered state (git2).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The repository could not be opened.
@@ -341,42 +341,108 @@ fn state_commit(commit: &git2::Commit<'_>) -> StateCommit {
     }
 }
 
-/// The commit each app directory of an environment's state was deployed from, found by its
-/// content: for every subdirectory of `dir` (a copy of `path`, relative to the root, from the
-/// work tree or exported from a revision), the commit that introduced exactly that content on
-/// the first-parent history of `start` (HEAD when `None`). A revision deployed with
-/// `--revision REV` and the same revision checked out with `git checkout REV -- path` therefore
-/// record the same commits. Content no commit holds is `uncommitted`.
+/// Where the state of an environment is read from.
+#[derive(Debug, Clone, Copy)]
+pub enum StateSource<'a> {
+    /// A directory on disk (the work tree's `umbrella-state/<env>`).
+    WorkTree(&'a Path),
+    /// The state as a git revision holds it.
+    Revision(&'a str),
+}
+
+/// The commit each app directory of an environment's state (`path`, relative to the root)
+/// comes from, found by content: the commit that introduced exactly that content on the
+/// first-parent history of the revision (HEAD for the work tree). A revision deployed with
+/// `--revision REV` and the same revision checked out with `git checkout REV -- path` record
+/// the same commits, unless the same content appeared more than once in the history (then the
+/// checkout finds its newest appearance). Content no commit holds, and content whose commit
+/// lies beyond a shallow clone's boundary, is `uncommitted`.
 pub fn content_commits(
     root: &Path,
     path: &str,
-    dir: &Path,
-    start: Option<&str>,
+    source: StateSource<'_>,
 ) -> Result<BTreeMap<String, String>, CommitError> {
     // Outside a repository, or before its first commit, everything is uncommitted.
     let repo = git2::Repository::discover(root).ok();
-    let start = repo.as_ref().and_then(|repo| {
-        match start {
-            Some(rev) => repo.revparse_single(rev).and_then(|o| o.peel_to_commit()),
-            None => repo.head().and_then(|h| h.peel_to_commit()),
+    let (contents, start) = match source {
+        StateSource::WorkTree(dir) => (
+            work_tree_contents(dir)?,
+            repo.as_ref()
+                .and_then(|r| r.head().and_then(|h| h.peel_to_commit()).ok()),
+        ),
+        StateSource::Revision(rev) => {
+            let repo = repo.as_ref().ok_or_else(|| {
+                CommitError::Refused(format!("revision `{rev}`: not inside a git repository"))
+            })?;
+            let commit = repo
+                .revparse_single(rev)
+                .and_then(|o| o.peel_to_commit())
+                .map_err(|e| CommitError::Refused(format!("revision `{rev}`: {}", e.message())))?;
+            (revision_contents(repo, &commit, path)?, Some(commit))
         }
-        .ok()
-    });
-    let mut commits = BTreeMap::new();
+    };
+    let boundary = repo.as_ref().map(shallow_boundary).unwrap_or_default();
+    Ok(contents
+        .into_iter()
+        .map(|(name, content)| {
+            let commit = start
+                .as_ref()
+                .and_then(|s| {
+                    introducing_commit(s, &Path::new(path).join(&name), content, &boundary)
+                })
+                .map_or_else(|| UNCOMMITTED.to_string(), |id| id.to_string());
+            (name, commit)
+        })
+        .collect())
+}
+
+/// The git tree id of every app directory (direct subdirectory, not followed through links).
+fn work_tree_contents(dir: &Path) -> Result<BTreeMap<String, git2::Oid>, CommitError> {
+    let mut contents = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_refusal(dir, &e))? {
         let entry = entry.map_err(|e| io_refusal(dir, &e))?;
-        if !entry.path().is_dir() {
-            continue;
+        if entry.file_type().map_err(|e| io_refusal(dir, &e))?.is_dir() {
+            let id = directory_tree_id(&entry.path()).map_err(|e| io_refusal(dir, &e))?;
+            contents.insert(entry.file_name().to_string_lossy().into_owned(), id);
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let content = directory_tree_id(&entry.path()).map_err(|e| io_refusal(dir, &e))?;
-        let commit = start
-            .as_ref()
-            .and_then(|s| introducing_commit(s, &Path::new(path).join(&name), content))
-            .map_or_else(|| UNCOMMITTED.to_string(), |id| id.to_string());
-        commits.insert(name, commit);
     }
-    Ok(commits)
+    Ok(contents)
+}
+
+/// The tree id of every app directory as the commit holds it, straight from git.
+fn revision_contents(
+    repo: &git2::Repository,
+    commit: &git2::Commit<'_>,
+    path: &str,
+) -> Result<BTreeMap<String, git2::Oid>, CommitError> {
+    let entry = commit
+        .tree()?
+        .get_path(Path::new(path))
+        .map_err(|_| CommitError::Refused(format!("revision {} has no {path}", commit.id())))?;
+    let tree = entry
+        .to_object(repo)?
+        .peel_to_tree()
+        .map_err(|_| CommitError::Refused(format!("{path} is not a directory")))?;
+    Ok(tree
+        .iter()
+        .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+        .filter_map(|e| Some((e.name().ok()?.to_string(), e.id())))
+        .collect())
+}
+
+/// The commits where a shallow clone's history is cut: beyond them, what introduced a content
+/// is unknown.
+fn shallow_boundary(repo: &git2::Repository) -> BTreeSet<git2::Oid> {
+    std::fs::read_to_string(repo.path().join("shallow"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| git2::Oid::from_str(line.trim()).ok())
+        .collect()
+}
+
+/// Whether the repository holding `root` is a shallow clone.
+pub fn is_shallow(root: &Path) -> bool {
+    git2::Repository::discover(root).is_ok_and(|r| r.is_shallow())
 }
 
 /// What `content_commits` records for content that no commit holds.
@@ -387,11 +453,13 @@ fn io_refusal(path: &Path, error: &std::io::Error) -> CommitError {
 }
 
 /// The newest commit of `start`'s first-parent history whose `path` holds `content` while its
-/// parent's does not.
+/// parent's does not; `None` when no commit holds it, or when the history is cut (a shallow
+/// clone) before the content's first appearance.
 fn introducing_commit(
     start: &git2::Commit<'_>,
     path: &Path,
     content: git2::Oid,
+    boundary: &BTreeSet<git2::Oid>,
 ) -> Option<git2::Oid> {
     let holds = |commit: &git2::Commit<'_>| {
         commit
@@ -404,13 +472,14 @@ fn introducing_commit(
     while !holds(&commit) {
         commit = commit.parent(0).ok()?;
     }
-    while let Ok(parent) = commit.parent(0) {
-        if !holds(&parent) {
-            break;
+    loop {
+        match commit.parent(0) {
+            Ok(parent) if holds(&parent) => commit = parent,
+            Ok(_) => return Some(commit.id()),
+            Err(_) if boundary.contains(&commit.id()) => return None,
+            Err(_) => return Some(commit.id()),
         }
-        commit = parent;
     }
-    Some(commit.id())
 }
 
 /// The id git gives the tree of a directory on disk (without writing any object), so work-tree
@@ -439,7 +508,8 @@ fn tree_entry(path: &Path) -> std::io::Result<Option<(&'static str, git2::Oid)>>
     }
     if metadata.is_file() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = if metadata.permissions().mode() & 0o111 != 0 {
+        // git looks at the owner's execute bit only.
+        let mode = if metadata.permissions().mode() & 0o100 != 0 {
             "100755"
         } else {
             "100644"
@@ -452,6 +522,10 @@ fn tree_entry(path: &Path) -> std::io::Result<Option<(&'static str, git2::Oid)>>
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
+        // A nested repository is not content git would record.
+        if entry.file_name() == ".git" {
+            continue;
+        }
         if let Some((mode, id)) = tree_entry(&entry.path())? {
             entries.push((entry.file_name().as_encoded_bytes().to_vec(), mode, id));
         }
@@ -550,20 +624,53 @@ mod tests {
         let root = dir.path();
         let path = "umbrella-state/prod";
 
-        let at_head = content_commits(root, path, &state, None).expect("commits");
+        let at_head = content_commits(root, path, StateSource::WorkTree(&state)).expect("commits");
         assert_eq!(at_head["web"], second.to_string());
         assert_eq!(at_head["db"], first.to_string());
 
         // The first commit's content, back in the work tree: its commit, not HEAD's.
         write(&state, "web/deployment.yaml", "replicas: 1\n");
-        let checked_out = content_commits(root, path, &state, None).expect("commits");
+        let checked_out =
+            content_commits(root, path, StateSource::WorkTree(&state)).expect("commits");
         assert_eq!(checked_out["web"], first.to_string());
         let from_revision =
-            content_commits(root, path, &state, Some(&unrelated.to_string())).expect("commits");
+            content_commits(root, path, StateSource::Revision(&unrelated.to_string()))
+                .expect("commits");
         assert_eq!(from_revision, checked_out);
 
         write(&state, "web/deployment.yaml", "replicas: 3\n");
-        let edited = content_commits(root, path, &state, None).expect("commits");
+        let edited = content_commits(root, path, StateSource::WorkTree(&state)).expect("commits");
         assert_eq!(edited["web"], UNCOMMITTED);
+    }
+
+    #[test]
+    fn a_shallow_clone_does_not_guess_beyond_its_boundary() {
+        let origin = tempfile::tempdir().expect("temp dir");
+        let repo = git2::Repository::init(origin.path()).expect("init");
+        write(
+            origin.path(),
+            "umbrella-state/prod/web/d.yaml",
+            "replicas: 1\n",
+        );
+        commit_all(&repo, "state");
+        write(origin.path(), "src.txt", "later\n");
+        commit_all(&repo, "source change");
+        let clone = tempfile::tempdir().expect("temp dir");
+        let status = std::process::Command::new("git")
+            .args(["clone", "-q", "--depth", "1"])
+            .arg(format!("file://{}", origin.path().display()))
+            .arg(clone.path().join("c"))
+            .status()
+            .expect("git clone");
+        assert!(status.success());
+        let root = clone.path().join("c");
+        assert!(is_shallow(&root));
+        let commits = content_commits(
+            &root,
+            "umbrella-state/prod",
+            StateSource::WorkTree(&root.join("umbrella-state/prod")),
+        )
+        .expect("commits");
+        assert_eq!(commits["web"], UNCOMMITTED);
     }
 }

@@ -429,3 +429,38 @@ fn status_names_the_pod_failure_of_a_crashing_workload() {
         "{message}"
     );
 }
+
+#[test]
+fn diff_names_an_object_another_app_owns_as_deploy_would() {
+    let group = Group::new("owner");
+    let env = group.env.clone();
+    group.write("first", "c.yaml", &group.config_map("c"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    group.remove("first", None);
+    group.write("second", "c.yaml", &group.config_map("c"));
+
+    let (code, report, err) = diff(&group, &[]);
+    assert_eq!(code, 1, "{err}\n{report}");
+    let object = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["object"] == format!("ConfigMap/c in {env}"))
+        .expect("c")
+        .clone();
+    let error = object["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("owned by app {env}-first")) && error.contains("--adopt"),
+        "{object}"
+    );
+    let (code, report, err) = diff(&group, &["--adopt"]);
+    assert_eq!(code, 2, "{err}\n{report}");
+    assert_eq!(
+        changes(&report)[&format!("ConfigMap/c in {env}")].1,
+        [
+            format!("-    umbrella.dev/app: {env}-first"),
+            format!("+    umbrella.dev/app: {env}-second")
+        ]
+    );
+}

@@ -8,17 +8,17 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch};
 use kube::discovery::Discovery;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::desired::{self, ObjectRef};
-use super::inventory::{Inventories, Inventory, MANAGER};
+use super::inventory::{APP_LABEL, Inventories, Inventory};
 use super::ready::{self, Readiness};
 use super::{
-    DeployError, DeployRequest, Op, Target, api_for, cluster_error, crds_in_state,
-    describe_apply_error, discover, prepared, resolve, targets_of, wanted_by_app,
+    DeployError, DeployRequest, Op, Target, api_for, apply_params, cluster_error, crds_in_state,
+    describe_apply_error, discover, prepared, resolve, stale, targets_of, wanted_by_app, with_type,
 };
 use crate::cluster::Cluster;
 
@@ -40,7 +40,8 @@ pub struct ObjectDiff {
     pub error: Option<String>,
 }
 
-/// What `deploy app-group` would do, object by object.
+/// What `deploy app-group` would change, object by object. An object whose only change would
+/// be umbrella's state-commit annotation counts as unchanged: its content is.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiffReport {
@@ -78,6 +79,7 @@ pub async fn diff_group(request: &DeployRequest) -> Result<DiffReport, DeployErr
         commits: &request.commits,
         state_crds: &state_crds,
         force_conflicts: request.force_conflicts,
+        adopt: request.adopt,
     };
     let mut objects: Vec<ObjectDiff> = comparison
         .all(&targets, request.concurrency)
@@ -108,6 +110,8 @@ struct Comparison<'a> {
     commits: &'a BTreeMap<String, String>,
     state_crds: &'a BTreeMap<(String, String), bool>,
     force_conflicts: bool,
+    /// Objects another app owns may be taken over (deploy's `--adopt`).
+    adopt: bool,
 }
 
 impl Comparison<'_> {
@@ -158,6 +162,18 @@ impl Comparison<'_> {
                 return (report, None);
             }
         };
+        if let Some(owner) = live
+            .as_ref()
+            .and_then(|l| l["metadata"]["labels"][APP_LABEL].as_str())
+            .filter(|owner| *owner != target.desired.app && !self.adopt)
+        {
+            report.op = Op::Update;
+            report.error = Some(format!(
+                "owned by app {owner}; deploy needs --adopt to move it to {}",
+                target.desired.app
+            ));
+            return (report, live);
+        }
         let after = match self.dry_run(&api, target, &object).await {
             Ok((_, note)) if live.is_none() => {
                 report.note = note;
@@ -195,10 +211,7 @@ impl Comparison<'_> {
         object: &Value,
     ) -> Result<(Value, Option<String>), kube::Error> {
         let apply = |force: bool| {
-            let mut params = PatchParams::apply(MANAGER).dry_run();
-            if force {
-                params = params.force();
-            }
+            let params = apply_params(force).dry_run();
             async move {
                 api.patch(&target.reference.name, &params, &Patch::Apply(object))
                     .await
@@ -218,14 +231,6 @@ impl Comparison<'_> {
     }
 }
 
-/// The object as JSON with its type: items of a LIST carry none, and the rules need it.
-fn with_type(object: &DynamicObject, reference: &ObjectRef) -> Value {
-    let mut value = serde_json::to_value(object).unwrap_or_default();
-    value["apiVersion"] = reference.api_version.clone().into();
-    value["kind"] = reference.kind.clone().into();
-    value
-}
-
 /// What the inventories own, the state no longer has, and the cluster still holds.
 async fn pruned(
     client: &Client,
@@ -233,28 +238,21 @@ async fn pruned(
     previous: &BTreeMap<String, Inventory>,
     wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
 ) -> Vec<ObjectDiff> {
-    let kept: BTreeSet<_> = wanted.values().flatten().map(ObjectRef::key).collect();
     let mut deletions = Vec::new();
-    for (app, inventory) in previous {
-        for reference in inventory
-            .objects
-            .iter()
-            .filter(|o| !kept.contains(&o.key()))
-        {
-            let (exists, error) = match live_object(client, discovery, reference).await {
-                Ok(live) => (live.is_some(), None),
-                Err(e) => (true, Some(e)),
-            };
-            if exists {
-                deletions.push(ObjectDiff {
-                    app: app.clone(),
-                    object: reference.to_string(),
-                    op: Op::Delete,
-                    diff: String::new(),
-                    note: None,
-                    error,
-                });
-            }
+    for (app, reference) in stale(previous, wanted) {
+        let (exists, error) = match live_object(client, discovery, &reference).await {
+            Ok(live) => (live.is_some(), None),
+            Err(e) => (true, Some(e)),
+        };
+        if exists {
+            deletions.push(ObjectDiff {
+                app,
+                object: reference.to_string(),
+                op: Op::Delete,
+                diff: String::new(),
+                note: None,
+                error,
+            });
         }
     }
     deletions
@@ -295,6 +293,8 @@ pub enum Health {
     Progressing,
     Failed,
     Missing,
+    /// The object could not be read or compared (see its error).
+    Unknown,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -306,6 +306,9 @@ pub struct ObjectStatus {
     pub message: Option<String>,
     /// The object differs from the live commit's state.
     pub drifted: bool,
+    /// Why the object could not be read or compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// How, Secret data masked.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub diff: String,
@@ -347,6 +350,14 @@ impl StatusReport {
     pub fn drifted(&self) -> bool {
         self.apps.iter().any(|a| a.in_sync != Some(true))
     }
+
+    /// Some object could not be read or compared: the status is incomplete.
+    pub fn has_errors(&self) -> bool {
+        self.apps
+            .iter()
+            .flat_map(|a| &a.objects)
+            .any(|o| o.error.is_some())
+    }
 }
 
 /// Per app of the group: the live state commit, whether the cluster still matches that
@@ -375,6 +386,7 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
         commits: &commits,
         state_crds: &state_crds,
         force_conflicts: true,
+        adopt: true,
     };
     let compared = comparison.all(&targets, request.concurrency).await;
     let mut apps = Vec::new();
@@ -419,8 +431,8 @@ fn export_live_states(
     unreadable
 }
 
-/// The object's health by deploy's rules; a workload not ready whose pod failed for good (a
-/// crash loop, an image that cannot be pulled) is failed, with the pod's reason.
+/// The object's health by deploy's rules; a workload not ready whose pod failed (a crash loop,
+/// an image that cannot be pulled, a failed container) is failed, with the pod's reason.
 async fn health_of(client: &Client, live: Option<&Value>) -> (Health, Option<String>) {
     let Some(live) = live else {
         return (Health::Missing, None);
@@ -435,7 +447,9 @@ async fn health_of(client: &Client, live: Option<&Value>) -> (Health, Option<Str
     }
 }
 
-/// Why a pod of the workload failed for good, if one did.
+/// Why a pod of the workload failed, if one did. Pods being deleted, and pods a node ended
+/// (evicted, shut down: their status carries a pod-level reason), are left out: they say
+/// nothing about the workload itself.
 async fn failed_pod(client: &Client, workload: &Value) -> Option<String> {
     let selector = ready::pod_selector(workload)?;
     let namespace = workload["metadata"]["namespace"].as_str()?;
@@ -445,12 +459,17 @@ async fn failed_pod(client: &Client, workload: &Value) -> Option<String> {
         .list(&ListParams::default().labels(&selector))
         .await
         .ok()?;
-    pods.items.iter().find_map(|pod| {
-        ready::workload_pod_failure(kind, &serde_json::to_value(pod).unwrap_or_default())
-    })
+    pods.items
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| pod.status.as_ref().is_none_or(|s| s.reason.is_none()))
+        .find_map(|pod| {
+            ready::workload_pod_failure(kind, &serde_json::to_value(pod).unwrap_or_default())
+        })
 }
 
-/// An app whose live commit's state was compared with the cluster.
+/// An app whose live commit's state was compared with the cluster. Objects its inventory
+/// lists that the commit's state lacks (left by an unfinished deploy) are drift too.
 async fn compared_app(
     client: &Client,
     inventory: &Inventory,
@@ -461,20 +480,41 @@ async fn compared_app(
         .iter()
         .filter(|(diff, _)| diff.app == inventory.app)
     {
-        let (health, message) = health_of(client, live.as_ref()).await;
+        let (health, message) = match &diff.error {
+            Some(_) if live.is_none() => (Health::Unknown, None),
+            _ => health_of(client, live.as_ref()).await,
+        };
         objects.push(ObjectStatus {
             object: diff.object.clone(),
             health,
-            message: diff.error.clone().or(message),
-            drifted: diff.op != Op::Unchanged || diff.error.is_some(),
+            message,
+            drifted: diff.error.is_none() && diff.op != Op::Unchanged,
+            error: diff.error.clone(),
             diff: diff.diff.clone(),
         });
     }
+    let compared_names: BTreeSet<&str> = objects.iter().map(|o| o.object.as_str()).collect();
+    let extra: Vec<String> = inventory
+        .objects
+        .iter()
+        .map(ToString::to_string)
+        .filter(|name| !compared_names.contains(name.as_str()))
+        .collect();
+    let in_sync = if objects.iter().any(|o| o.error.is_some()) {
+        None
+    } else {
+        Some(extra.is_empty() && objects.iter().all(|o| !o.drifted))
+    };
     AppStatus {
         app: inventory.app.clone(),
         commit: inventory.commit.clone(),
-        in_sync: Some(objects.iter().all(|o| !o.drifted)),
-        note: None,
+        in_sync,
+        note: (!extra.is_empty()).then(|| {
+            format!(
+                "the inventory also lists objects the commit's state lacks (an unfinished deploy?): {}",
+                extra.join(", ")
+            )
+        }),
         objects,
     }
 }
@@ -488,15 +528,16 @@ async fn unverified_app(
 ) -> AppStatus {
     let mut objects = Vec::new();
     for reference in &inventory.objects {
-        let (health, message) = match live_object(client, discovery, reference).await {
-            Ok(live) => health_of(client, live.as_ref()).await,
-            Err(e) => (Health::Failed, Some(e)),
+        let ((health, message), error) = match live_object(client, discovery, reference).await {
+            Ok(live) => (health_of(client, live.as_ref()).await, None),
+            Err(e) => ((Health::Unknown, None), Some(e)),
         };
         objects.push(ObjectStatus {
             object: reference.to_string(),
             health,
             message,
             drifted: false,
+            error,
             diff: String::new(),
         });
     }

@@ -92,10 +92,11 @@ fn is_secret_like(value: &Value) -> bool {
         .is_some_and(|k| k.ends_with("Secret"))
 }
 
-/// Replaces every value of a Secret-like object's data with a numbered placeholder: the same
-/// value gets the same number on both sides, so a change still shows, but not the value.
+/// Replaces every value of a Secret-like object's data with a placeholder numbered per key: a
+/// key's value keeps its number on both sides, so a change still shows, but neither the value
+/// nor which keys share one.
 pub fn mask_secret_data(before: Option<&mut Value>, after: &mut Value) {
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: Vec<(String, String)> = Vec::new();
     for object in before.into_iter().chain(std::iter::once(after)) {
         if !is_secret_like(object) {
             continue;
@@ -104,24 +105,30 @@ pub fn mask_secret_data(before: Option<&mut Value>, after: &mut Value) {
             .iter()
             .flat_map(|f| [format!("/{f}"), format!("/spec/{f}")])
         {
-            if let Some(map) = object.pointer_mut(&pointer).and_then(Value::as_object_mut) {
-                for value in map.values_mut() {
-                    *value = Value::String(placeholder(value, &mut seen));
+            match object.pointer_mut(&pointer) {
+                Some(Value::Object(map)) => {
+                    for (key, value) in map.iter_mut() {
+                        *value = Value::String(placeholder(key, value, &mut seen));
+                    }
                 }
+                // Not a map (a mistake in the state): still nothing of it is shown.
+                Some(other) => *other = Value::String("(masked)".into()),
+                None => {}
             }
         }
     }
 }
 
-fn placeholder(value: &Value, seen: &mut Vec<String>) -> String {
+fn placeholder(key: &str, value: &Value, seen: &mut Vec<(String, String)>) -> String {
     let text = value.to_string();
-    let number = match seen.iter().position(|s| *s == text) {
-        Some(index) => index + 1,
-        None => {
-            seen.push(text);
-            seen.len()
-        }
-    };
+    if !seen.iter().any(|(k, v)| k == key && *v == text) {
+        seen.push((key.to_string(), text.clone()));
+    }
+    let number = seen
+        .iter()
+        .filter(|(k, _)| k == key)
+        .position(|(_, v)| *v == text)
+        .map_or(1, |index| index + 1);
     format!("(value #{number} masked)")
 }
 
@@ -217,15 +224,43 @@ mod tests {
             change.diff
         );
         assert!(
-            change.diff.contains(r#"+  password: "(value #3 masked)""#),
+            change.diff.contains(r#"+  password: "(value #2 masked)""#),
             "{}",
             change.diff
         );
         assert!(
-            change.diff.contains(r#"   user: "(value #2 masked)""#),
+            change.diff.contains(r#"   user: "(value #1 masked)""#),
             "{}",
             change.diff
         );
+    }
+
+    #[test]
+    fn equal_values_of_two_keys_are_not_told_apart_from_different_ones() {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"a": "c2FtZQ==", "b": "c2FtZQ==", "c": "b3RoZXI="},
+        });
+        let change = change("Secret/s", None, &secret);
+        for key in ["a", "b", "c"] {
+            assert!(
+                change
+                    .diff
+                    .contains(&format!(r#"+  {key}: "(value #1 masked)""#)),
+                "{}",
+                change.diff
+            );
+        }
+    }
+
+    #[test]
+    fn secret_data_that_is_not_a_map_is_masked_whole() {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "stringData": "password=hunter2",
+        });
+        let change = change("Secret/s", None, &secret);
+        assert!(!change.diff.contains("hunter2"), "{}", change.diff);
     }
 
     #[test]

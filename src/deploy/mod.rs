@@ -110,7 +110,7 @@ pub struct DeployReport {
 /// The deploy did not succeed. Each variant has its exit status (see README).
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("nothing was applied:\n  {}", .0.join("\n  "))]
+    #[error("invalid input:\n  {}", .0.join("\n  "))]
     Invalid(Vec<String>),
     #[error("{0}")]
     Cluster(String),
@@ -616,10 +616,7 @@ async fn check_one(
             target.desired.app
         )));
     }
-    let mut params = PatchParams::apply(MANAGER).dry_run();
-    if request.force_conflicts {
-        params = params.force();
-    }
+    let params = apply_params(request.force_conflicts).dry_run();
     let object = prepared(target, request.commits.get(&target.desired.app));
     api.patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await
@@ -724,6 +721,20 @@ async fn apply_wave(
         .await
 }
 
+/// The object as JSON with its type: items of a LIST carry none, and the rules need it.
+fn with_type(object: &DynamicObject, reference: &ObjectRef) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    value["apiVersion"] = reference.api_version.clone().into();
+    value["kind"] = reference.kind.clone().into();
+    value
+}
+
+/// Server-side apply as umbrella's field manager; `force` takes fields other managers own.
+fn apply_params(force: bool) -> PatchParams {
+    let params = PatchParams::apply(MANAGER);
+    if force { params.force() } else { params }
+}
+
 fn label_of(target: &Target) -> String {
     format!("{} {}", target.desired.app, target.reference)
 }
@@ -740,20 +751,14 @@ async fn apply_one(
         )
     })?;
     let api = api_for(client, resource, *namespaced, &target.reference);
-    let mut params = PatchParams::apply(MANAGER);
-    if request.force_conflicts {
-        params = params.force();
-    }
+    let params = apply_params(request.force_conflicts);
     let object = prepared(target, request.commits.get(&target.desired.app));
     let applied = api
         .patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await
         .map_err(|e| describe_apply_error(&e))?;
     // Most kinds are ready as applied (their answer says so): only the others are watched.
-    let mut value = serde_json::to_value(&applied).unwrap_or_default();
-    value["apiVersion"] = target.reference.api_version.clone().into();
-    value["kind"] = target.reference.kind.clone().into();
-    let ready = ready::readiness(&value) == Readiness::Ready;
+    let ready = ready::readiness(&with_type(&applied, &target.reference)) == Readiness::Ready;
     let op = match &target.live_version {
         None => Op::Create,
         Some(version) if applied.resource_version().as_ref() == Some(version) => Op::Unchanged,
@@ -885,11 +890,7 @@ impl<'a> Watch<'a> {
     }
 
     fn on_object(&mut self, progress: &Progress, object: &DynamicObject) -> Verdict {
-        // Items of a LIST carry no apiVersion and kind: the rules need them.
-        let mut value = serde_json::to_value(object).unwrap_or_default();
-        value["apiVersion"] = self.target.reference.api_version.clone().into();
-        value["kind"] = self.target.reference.kind.clone().into();
-        match ready::readiness(&value) {
+        match ready::readiness(&with_type(object, &self.target.reference)) {
             Readiness::Ready => Some(Ok(())),
             Readiness::Failed(reason) => self.failed(reason),
             Readiness::Waiting(message) => {
@@ -996,6 +997,24 @@ async fn last_log_lines(client: &Client, pod: &Pod) -> String {
     }
 }
 
+/// What the previous inventories own (with the app owning it) that the state no longer has.
+fn stale(
+    previous: &BTreeMap<String, Inventory>,
+    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+) -> Vec<(String, ObjectRef)> {
+    let kept: BTreeSet<_> = wanted.values().flatten().map(ObjectRef::key).collect();
+    previous
+        .iter()
+        .flat_map(|(app, inventory)| {
+            inventory
+                .objects
+                .iter()
+                .map(move |o| (app.clone(), o.clone()))
+        })
+        .filter(|(_, o)| !kept.contains(&o.key()))
+        .collect()
+}
+
 /// Deletes what the previous inventories own but the state no longer has (and apps whose
 /// directory is gone), in reverse order, waiting until each is gone.
 async fn prune(
@@ -1006,17 +1025,7 @@ async fn prune(
     deadline: tokio::time::Instant,
     report: &mut DeployReport,
 ) -> Result<(), DeployError> {
-    let kept: BTreeSet<_> = wanted.values().flatten().map(ObjectRef::key).collect();
-    let mut stale: Vec<(String, ObjectRef)> = previous
-        .iter()
-        .flat_map(|(app, inventory)| {
-            inventory
-                .objects
-                .iter()
-                .map(move |o| (app.clone(), o.clone()))
-        })
-        .filter(|(_, o)| !kept.contains(&o.key()))
-        .collect();
+    let mut stale = stale(previous, wanted);
     if stale.is_empty() {
         return Ok(());
     }

@@ -237,7 +237,8 @@ pub fn pod_selector(object: &Value) -> Option<String> {
         "Job" => vec![format!("job-name={}", object["metadata"]["name"].as_str()?)],
         _ => return None,
     };
-    Some(labels.join(","))
+    // An empty selector would select every pod of the namespace.
+    (!labels.is_empty()).then(|| labels.join(","))
 }
 
 /// Why a workload's pod has failed for good, by the kind's rule: a Job retries failed pods up
@@ -365,6 +366,11 @@ mod tests {
         assert_eq!(pod_selector(&job).as_deref(), Some("job-name=migrate"));
         let config_map = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "c"}});
         assert_eq!(pod_selector(&config_map), None);
+        let by_expressions = serde_json::json!({
+            "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
+        });
+        assert_eq!(pod_selector(&by_expressions), None);
     }
     use serde_json::json;
 

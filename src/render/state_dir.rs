@@ -120,8 +120,7 @@ impl StateFiles {
             // file costs far more than linking one, and most of a state is unchanged between
             // renders. The old directory is only ever removed, never changed in place.
             let previous = dir.join(relative);
-            let unchanged = std::fs::read(&previous).is_ok_and(|old| old == content.as_bytes());
-            if !(unchanged && std::fs::hard_link(&previous, &file).is_ok()) {
+            if !(unchanged(&previous, content) && std::fs::hard_link(&previous, &file).is_ok()) {
                 std::fs::write(&file, content)?;
             }
         }
@@ -179,6 +178,13 @@ impl StateFiles {
         }
         Some(out.join("\n"))
     }
+}
+
+/// The file holds exactly `content`, with the mode a fresh file gets (not executable).
+fn unchanged(file: &Path, content: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o111 == 0)
+        && std::fs::read(file).is_ok_and(|old| old == content.as_bytes())
 }
 
 fn read_into(
