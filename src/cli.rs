@@ -649,6 +649,26 @@ async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> 
     Ok(code)
 }
 
+/// Prints the report of a command that only reads the cluster; `None`, the error named, when
+/// it produced none.
+fn printed<R>(
+    command: &str,
+    result: Result<R, crate::deploy::DeployError>,
+    write: impl FnOnce(&mut std::io::StdoutLock<'static>, &R) -> std::io::Result<()>,
+) -> anyhow::Result<Option<R>> {
+    match result {
+        Ok(report) => {
+            write(&mut std::io::stdout().lock(), &report)
+                .with_context(|| format!("writing the {command} report"))?;
+            Ok(Some(report))
+        }
+        Err(error) => {
+            eprintln!("umbrella {command}: {error}");
+            Ok(None)
+        }
+    }
+}
+
 async fn run_diff(root: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     let group = &args.group;
@@ -672,20 +692,13 @@ async fn run_diff(root: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
         inventory_namespace: group.inventory_namespace.clone(),
         lock_timeout: std::time::Duration::ZERO,
     };
-    let report = match crate::deploy::compare::diff_group(&request).await {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("umbrella diff: {error}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let result = crate::deploy::compare::diff_group(&request).await;
+    let Some(report) = printed("diff", result, |out, report| {
+        report::write_diff(out, report, args.output, args.color.enabled())
+    })?
+    else {
+        return Ok(ExitCode::FAILURE);
     };
-    report::write_diff(
-        &mut std::io::stdout().lock(),
-        &report,
-        args.output,
-        args.color.enabled(),
-    )
-    .context("writing the diff")?;
     Ok(if report.has_errors() {
         ExitCode::FAILURE
     } else if args.exit_code && report.has_changes() {
@@ -703,20 +716,13 @@ async fn run_status(root: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> 
         inventory_namespace: args.group.inventory_namespace.clone(),
         concurrency: args.concurrency,
     };
-    let report = match crate::deploy::compare::status_group(&request).await {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("umbrella status: {error}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let result = crate::deploy::compare::status_group(&request).await;
+    let Some(report) = printed("status", result, |out, report| {
+        report::write_status(out, report, args.output, args.color.enabled())
+    })?
+    else {
+        return Ok(ExitCode::FAILURE);
     };
-    report::write_status(
-        &mut std::io::stdout().lock(),
-        &report,
-        args.output,
-        args.color.enabled(),
-    )
-    .context("writing the status")?;
     if report.has_errors() {
         eprintln!("umbrella status: some objects could not be read or compared (see above)");
         return Ok(ExitCode::FAILURE);

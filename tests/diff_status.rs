@@ -28,6 +28,18 @@ fn status(group: &Group, extra: &[&str]) -> (i32, Value, String) {
     (code, report, err)
 }
 
+/// The object of a status report whose name starts with `name`.
+fn status_object(report: &Value, name: &str) -> Value {
+    report["apps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no apps in {report}"))
+        .iter()
+        .flat_map(|a| a["objects"].as_array().expect("objects"))
+        .find(|o| o["object"].as_str().is_some_and(|n| n.starts_with(name)))
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+        .clone()
+}
+
 /// The diff's objects by name: (op, lines added or removed).
 fn changes(report: &Value) -> BTreeMap<String, (String, Vec<String>)> {
     report["objects"]
@@ -289,18 +301,7 @@ fn status_reports_an_unhealthy_object_and_fail_on_chooses_the_exit() {
 
     let (code, report, err) = status(&group, &[]);
     assert_eq!(code, 2, "{err}\n{report}");
-    let stuck = report["apps"]
-        .as_array()
-        .expect("apps")
-        .iter()
-        .flat_map(|a| a["objects"].as_array().expect("objects"))
-        .find(|o| {
-            o["object"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("Deployment/stuck"))
-        })
-        .expect("the deployment")
-        .clone();
+    let stuck = status_object(&report, "Deployment/stuck");
     assert_eq!(stuck["health"], "progressing", "{report}");
     assert_eq!(stuck["drifted"], false, "{report}");
     assert_eq!(status(&group, &["--fail-on", "drift"]).0, 0);
@@ -405,18 +406,7 @@ fn status_names_the_pod_failure_of_a_crashing_workload() {
     let crashy = loop {
         let (code, report, err) = status(&group, &[]);
         assert_eq!(code, 2, "{err}\n{report}");
-        let crashy = report["apps"]
-            .as_array()
-            .expect("apps")
-            .iter()
-            .flat_map(|a| a["objects"].as_array().expect("objects"))
-            .find(|o| {
-                o["object"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("Deployment/crashy"))
-            })
-            .expect("the deployment")
-            .clone();
+        let crashy = status_object(&report, "Deployment/crashy");
         if crashy["health"] == "failed" || std::time::Instant::now() > deadline {
             break crashy;
         }
