@@ -454,3 +454,122 @@ fn diff_names_an_object_another_app_owns_as_deploy_would() {
         ]
     );
 }
+
+/// A kubeconfig for a service account of the group's namespace that may only read (the
+/// `view` role in that namespace and in the inventory namespace).
+fn read_only_kubeconfig(group: &Group, dir: &std::path::Path) -> std::path::PathBuf {
+    let env = &group.env;
+    kubectl(&["-n", env, "create", "serviceaccount", "viewer"]);
+    for namespace in [env.as_str(), "umbrella-system"] {
+        kubectl(&[
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            &format!("{env}-viewer"),
+            "--clusterrole=view",
+            &format!("--serviceaccount={env}:viewer"),
+        ]);
+    }
+    let token = Command::new("kubectl")
+        .args([
+            "--context",
+            "umbrella-test",
+            "-n",
+            env,
+            "create",
+            "token",
+            "viewer",
+        ])
+        .output()
+        .expect("kubectl create token");
+    assert!(token.status.success());
+    let current = Command::new("kubectl")
+        .args([
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "--context",
+            "umbrella-test",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("kubectl config view");
+    let current: Value = serde_json::from_slice(&current.stdout).expect("kubeconfig JSON");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": current["clusters"][0]["cluster"]}],
+        "users": [{"name": "viewer", "user": {"token": String::from_utf8_lossy(&token.stdout).trim()}}],
+        "contexts": [{"name": "viewer", "context": {"cluster": "test", "user": "viewer"}}],
+        "current-context": "viewer",
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, config.to_string()).expect("write kubeconfig");
+    path
+}
+
+#[test]
+fn status_and_diff_exit_1_when_the_identity_may_not_dry_run() {
+    let group = Group::new("viewer");
+    let env = group.env.clone();
+    group.write("app", "c.yaml", &group.config_map("c"));
+    common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _binding = InventoryBinding(format!("{env}-viewer"));
+    let kubeconfig = read_only_kubeconfig(&group, dir.path());
+    let kubeconfig = kubeconfig.to_str().expect("path");
+    let run = |verb: &str| {
+        common::umbrella(
+            group.repo.path(),
+            &[verb, "app-group", &env, "--context", "viewer", "-o", "json"],
+            &[("KUBECONFIG", kubeconfig)],
+        )
+    };
+
+    let (code, out, err) = run("status");
+    assert_eq!(code, 1, "not DRIFTED: incomplete\n{out}\n{err}");
+    assert!(err.contains("could not be read or compared"), "{err}");
+    let report: Value = serde_json::from_str(&out).expect("status JSON");
+    let object = status_object(&report, "ConfigMap/c");
+    assert!(
+        object["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("forbidden")),
+        "{object}"
+    );
+    assert_eq!(object["drifted"], false, "{object}");
+    assert_eq!(object["health"], "healthy", "{object}");
+
+    let (code, out, err) = run("diff");
+    assert_eq!(code, 1, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).expect("diff JSON");
+    assert!(
+        report["objects"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("forbidden")),
+        "{report}"
+    );
+}
+
+/// Deletes the viewer's role binding in the shared inventory namespace when the test ends.
+struct InventoryBinding(String);
+
+impl Drop for InventoryBinding {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "--context",
+                "umbrella-test",
+                "-n",
+                "umbrella-system",
+                "delete",
+            ])
+            .args(["rolebinding", &self.0])
+            .status();
+    }
+}
