@@ -573,3 +573,40 @@ impl Drop for InventoryBinding {
             .status();
     }
 }
+
+#[test]
+fn a_cluster_scoped_custom_resource_rendered_with_a_namespace_is_in_sync() {
+    // The CRD comes from elsewhere (another chart, an operator's install): render cannot know
+    // its kind is cluster-scoped and gives the object the environment's namespace.
+    let group = Group::new("scope");
+    let env = group.env.clone();
+    let crd_group = format!("{env}.umbrella.test");
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: issuers.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Cluster\n  names: {{plural: issuers, singular: issuer, kind: Issuer}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+    );
+    let crd_file = group.repo.path().join("crd.yaml");
+    std::fs::write(&crd_file, crd).expect("write CRD");
+    kubectl(&["apply", "-f", crd_file.to_str().expect("path")]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/issuers.{crd_group}"),
+    ]);
+    group.write(
+        "app",
+        "issuer.yaml",
+        &format!(
+            "apiVersion: {crd_group}/v1\nkind: Issuer\nmetadata:\n  name: {env}\n  namespace: {env}\nspec:\n  acme: true\n"
+        ),
+    );
+    common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, report, err) = diff(&group, &[]);
+    assert_eq!(code, 0, "{err}\n{report}");
+    let (code, report, err) = status(&group, &[]);
+    assert_eq!(code, 0, "{err}\n{report}");
+    let (code, _, err) = group.run(&["delete", "app-group"], &["--yes"]);
+    assert_eq!(code, 0, "{err}");
+    kubectl(&["delete", &format!("crd/issuers.{crd_group}")]);
+}
