@@ -140,18 +140,7 @@ impl Comparison<'_> {
             error: None,
         };
         let Some((resource, namespaced)) = &target.resource else {
-            if self.state_crds.contains_key(&(
-                target.reference.group().into(),
-                target.reference.kind.clone(),
-            )) {
-                report.diff = super::diff::change(&label, None, &object).diff;
-                report.note = Some("its kind comes from a CRD this deploy creates".into());
-            } else {
-                report.error = Some(format!(
-                    "the cluster does not know {} ({}) and no CRD in the state defines it",
-                    target.reference.kind, target.reference.api_version
-                ));
-            }
+            self.unknown_kind(target, &object, &mut report);
             return (report, None);
         };
         let api = api_for(self.client, resource, *namespaced, &target.reference);
@@ -162,36 +151,22 @@ impl Comparison<'_> {
                 return (report, None);
             }
         };
-        if let Some(owner) = live
-            .as_ref()
-            .and_then(|l| l["metadata"]["labels"][APP_LABEL].as_str())
-            .filter(|owner| *owner != target.desired.app && !self.adopt)
-        {
+        if live.is_some() {
             report.op = Op::Update;
-            report.error = Some(format!(
-                "owned by app {owner}; deploy needs --adopt to move it to {}",
-                target.desired.app
-            ));
+        }
+        if let Some(error) = self.owned_elsewhere(target, live.as_ref()) {
+            report.error = Some(error);
             return (report, live);
         }
         let after = match self.dry_run(&api, target, &object).await {
-            Ok((_, note)) if live.is_none() => {
-                report.note = note;
-                // A create shows the object as umbrella sends it: server defaults stay out.
-                object
-            }
             Ok((after, note)) => {
                 report.note = note;
-                after
+                // A create shows the object as umbrella sends it: server defaults stay out.
+                if live.is_some() { after } else { object }
             }
             // Its namespace does not exist yet: the deploy creates it first.
             Err(kube::Error::Api(e)) if e.code == 404 && live.is_none() => object,
             Err(e) => {
-                report.op = if live.is_some() {
-                    Op::Update
-                } else {
-                    Op::Create
-                };
                 report.error = Some(describe_apply_error(&e));
                 return (report, live);
             }
@@ -200,6 +175,35 @@ impl Comparison<'_> {
         report.op = change.op;
         report.diff = change.diff;
         (report, live)
+    }
+
+    /// An object whose kind the cluster does not know yet: created after its CRD, if the state
+    /// has one; an error otherwise.
+    fn unknown_kind(&self, target: &Target, object: &Value, report: &mut ObjectDiff) {
+        let reference = &target.reference;
+        if self
+            .state_crds
+            .contains_key(&(reference.group().into(), reference.kind.clone()))
+        {
+            report.diff = super::diff::change(&report.object, None, object).diff;
+            report.note = Some("its kind comes from a CRD this deploy creates".into());
+        } else {
+            report.error = Some(format!(
+                "the cluster does not know {} ({}) and no CRD in the state defines it",
+                reference.kind, reference.api_version
+            ));
+        }
+    }
+
+    /// Why deploy would refuse the object: another app owns it (without `--adopt`).
+    fn owned_elsewhere(&self, target: &Target, live: Option<&Value>) -> Option<String> {
+        let owner = live?["metadata"]["labels"][APP_LABEL].as_str()?;
+        (owner != target.desired.app && !self.adopt).then(|| {
+            format!(
+                "owned by app {owner}; deploy needs --adopt to move it to {}",
+                target.desired.app
+            )
+        })
     }
 
     /// The server's answer to the apply, not persisted. A conflict with other field managers
