@@ -419,7 +419,11 @@ fn export_live_states(
     for (app, inventory) in inventories {
         let directory = app.strip_prefix(&prefix).unwrap_or(app);
         let path = format!("{}/{}/{directory}", crate::render::STATE_DIR, request.env);
-        if inventory.commit == crate::state::UNCOMMITTED || inventory.commit.is_empty() {
+        if inventory.commit.is_empty() {
+            unreadable.insert(app.clone(), "no deploy of it has finished yet".to_string());
+            continue;
+        }
+        if inventory.commit == crate::state::UNCOMMITTED {
             unreadable.insert(app.clone(), "deployed from uncommitted state".to_string());
             continue;
         }
