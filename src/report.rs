@@ -215,6 +215,7 @@ pub enum ColorChoice {
 }
 
 impl ColorChoice {
+    /// Whether diffs are coloured.
     pub fn enabled(self) -> bool {
         use std::io::IsTerminal;
         match self {

@@ -301,6 +301,7 @@ pub enum Health {
     Unknown,
 }
 
+/// One object of an app: its health and whether it drifted from the live commit's state.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectStatus {
@@ -318,6 +319,7 @@ pub struct ObjectStatus {
     pub diff: String,
 }
 
+/// One app of the group as the cluster holds it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppStatus {
@@ -332,11 +334,13 @@ pub struct AppStatus {
 }
 
 impl AppStatus {
+    /// Every object of the app is healthy.
     pub fn healthy(&self) -> bool {
         self.objects.iter().all(|o| o.health == Health::Healthy)
     }
 }
 
+/// What `status app-group` found, app by app.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusReport {

@@ -61,6 +61,7 @@ pub enum Op {
     Delete,
 }
 
+/// What happened to one object in a deploy, prune or delete.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectReport {
@@ -98,6 +99,7 @@ impl ObjectReport {
     }
 }
 
+/// Everything a deploy (or delete) did, object by object.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeployReport {
