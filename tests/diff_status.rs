@@ -304,9 +304,10 @@ fn status_reports_an_unhealthy_object_and_fail_on_chooses_the_exit() {
     let stuck = status_object(&report, "Deployment/stuck");
     assert_eq!(stuck["health"], "progressing", "{report}");
     assert_eq!(stuck["drifted"], false, "{report}");
-    assert_eq!(status(&group, &["--fail-on", "drift"]).0, 0);
-    assert_eq!(status(&group, &["--fail-on", "unhealthy"]).0, 2);
-    assert_eq!(status(&group, &["--fail-on", "never"]).0, 0);
+    for (fail_on, expected) in [("drift", 0), ("unhealthy", 2), ("never", 0)] {
+        let (code, report, err) = status(&group, &["--fail-on", fail_on]);
+        assert_eq!(code, expected, "--fail-on {fail_on}: {err}\n{report}");
+    }
 
     let (_, text, _) = group.run(&["status", "app-group"], &["--color", "never"]);
     assert!(

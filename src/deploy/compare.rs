@@ -104,6 +104,12 @@ pub async fn diff_group(request: &DeployRequest) -> Result<DiffReport, DeployErr
     })
 }
 
+/// How often a comparison reads again when the object changed between its read and its dry run.
+const SNAPSHOT_ATTEMPTS: usize = 5;
+
+/// The live object, and the dry run's answer (with its note) or why it failed.
+type DryRunSnapshot = (Option<Value>, Result<(Value, Option<String>), kube::Error>);
+
 /// How the state's objects are compared with the live ones.
 struct Comparison<'a> {
     client: &'a Client,
@@ -144,10 +150,10 @@ impl Comparison<'_> {
             return (report, None);
         };
         let api = api_for(self.client, resource, *namespaced, &target.reference);
-        let live = match api.get_opt(&target.reference.name).await {
-            Ok(live) => live.map(|l| with_type(&l, &target.reference)),
-            Err(e) => {
-                report.error = Some(describe_apply_error(&e));
+        let (live, dry_run) = match self.snapshot(&api, target, &object).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                report.error = Some(error);
                 return (report, None);
             }
         };
@@ -158,7 +164,7 @@ impl Comparison<'_> {
             report.error = Some(error);
             return (report, live);
         }
-        let after = match self.dry_run(&api, target, &object).await {
+        let after = match dry_run {
             Ok((after, note)) => {
                 report.note = note;
                 // A create shows the object as umbrella sends it: server defaults stay out.
@@ -175,6 +181,35 @@ impl Comparison<'_> {
         report.op = change.op;
         report.diff = change.diff;
         (report, live)
+    }
+
+    /// The live object and the dry run's answer, both of the same version of the object: a
+    /// controller writing between the two (a Deployment's revision annotation, say) would
+    /// otherwise show as a change the deploy makes.
+    async fn snapshot(
+        &self,
+        api: &Api<DynamicObject>,
+        target: &Target,
+        object: &Value,
+    ) -> Result<DryRunSnapshot, String> {
+        let version = |v: &Value| v["metadata"]["resourceVersion"].clone();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let live = api
+                .get_opt(&target.reference.name)
+                .await
+                .map_err(|e| describe_apply_error(&e))?
+                .map(|l| with_type(&l, &target.reference));
+            let dry_run = self.dry_run(api, target, object).await;
+            let moved = match (&live, &dry_run) {
+                (Some(live), Ok((after, _))) => version(live) != version(after),
+                _ => false,
+            };
+            if !moved || attempts == SNAPSHOT_ATTEMPTS {
+                return Ok((live, dry_run));
+            }
+        }
     }
 
     /// An object whose kind the cluster does not know yet: created after its CRD, if the state
