@@ -611,3 +611,54 @@ fn a_cluster_scoped_custom_resource_rendered_with_a_namespace_is_in_sync() {
     assert_eq!(code, 0, "{err}");
     kubectl(&["delete", &format!("crd/issuers.{crd_group}")]);
 }
+
+#[test]
+fn diff_and_status_survive_crds_coming_and_going_meanwhile() {
+    // Operators install and remove CRDs at any time: a group can disappear between discovery's
+    // listing of groups and its read of them.
+    let group = Group::new("churn");
+    group.write("app", "c.yaml", &group.config_map("c"));
+    common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let crd_group = format!("{}.umbrella.test", group.env);
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: blips.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Namespaced\n  names: {{plural: blips, singular: blip, kind: Blip}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object}}\n"
+    );
+    let crd_file = group.repo.path().join("blip-crd.yaml");
+    std::fs::write(&crd_file, crd).expect("write CRD");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        let file = crd_file.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for verb in [&["apply", "-f"][..], &["delete", "--wait=false", "-f"][..]] {
+                    let _ = Command::new("kubectl")
+                        .args(["--context", "umbrella-test"])
+                        .args(verb)
+                        .arg(&file)
+                        .output();
+                }
+            }
+        })
+    };
+    let failures: Vec<String> = (0..15)
+        .flat_map(|_| [diff(&group, &[]), status(&group, &[])])
+        .filter(|(code, _, _)| *code != 0)
+        .map(|(_, _, err)| err)
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().expect("churn thread");
+    let _ = Command::new("kubectl")
+        .args([
+            "--context",
+            "umbrella-test",
+            "delete",
+            "--ignore-not-found",
+            "-f",
+        ])
+        .arg(&crd_file)
+        .output();
+    assert!(failures.is_empty(), "{failures:#?}");
+}

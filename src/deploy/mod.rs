@@ -256,12 +256,25 @@ pub async fn delete_group(
     with_group_lock(&inventories, request.lock_timeout, work).await
 }
 
+/// The cluster's API resources. A group can vanish between the listing of groups and the read
+/// of its resources (a CRD deleted meanwhile, by anyone): discovery is then run again.
 async fn discover(client: &Client) -> Result<Discovery, DeployError> {
-    Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(cluster_error)
+    let mut attempt = 1;
+    loop {
+        match Discovery::new(client.clone()).run().await {
+            Ok(discovery) => return Ok(discovery),
+            Err(error) if attempt == DISCOVERY_ATTEMPTS => {
+                return Err(DeployError::Cluster(format!("API discovery: {error}")));
+            }
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
+
+const DISCOVERY_ATTEMPTS: u32 = 5;
 
 /// The state's objects, each with how to reach it in the cluster.
 fn targets_of(desired: Vec<Desired>, discovery: &Discovery) -> Vec<Target> {
