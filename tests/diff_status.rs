@@ -364,6 +364,15 @@ async fn rollback_by_revision_and_by_checkout_give_the_same_live_objects() {
     };
 
     deploy(&[]);
+    // What the rollback will do, first.
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &["--revision", &v1]));
+    assert_eq!(code, 2, "{err}\n{report}");
+    let planned = changes(&report);
+    assert_eq!(
+        planned[&format!("ConfigMap/a in {env}")].1,
+        ["-  k: v2", "+  k: v1"]
+    );
+    assert_eq!(planned[&format!("ConfigMap/b in {env}")].0, "delete");
     deploy(&["--revision", &v1]);
     let by_revision = live_config_maps(&env).await;
     assert_eq!(by_revision["a"]["data"]["k"], "v1");

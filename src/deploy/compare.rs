@@ -462,7 +462,9 @@ fn export_live_states(
             unreadable.insert(app.clone(), "no deploy of it has finished yet".to_string());
             continue;
         }
-        if inventory.commit == crate::state::UNCOMMITTED {
+        // Inventories written before commits were found by content say `<sha>-dirty` for a
+        // modified tree.
+        if inventory.commit == crate::state::UNCOMMITTED || inventory.commit.ends_with("-dirty") {
             unreadable.insert(app.clone(), "deployed from uncommitted state".to_string());
             continue;
         }
