@@ -61,20 +61,23 @@ pub fn revision_of(root: &Path, path: &str) -> Option<Revision> {
 }
 
 fn last_commit_touching(repo: &git2::Repository, path: &Path) -> Option<git2::Oid> {
-    let entry_id =
-        |commit: &git2::Commit<'_>| commit.tree().ok()?.get_path(path).ok().map(|e| e.id());
-    let mut commit = repo.head().ok()?.peel_to_commit().ok()?;
-    let mut content = entry_id(&commit);
-    // Follow first parents while the entry stays the same; the commit before it changed wins.
-    while let Ok(parent) = commit.parent(0) {
-        let parent_content = entry_id(&parent);
-        if parent_content != content {
-            break;
-        }
-        commit = parent;
-        content = parent_content;
-    }
-    Some(commit.id())
+    let head = repo.head().ok()?.peel_to_commit().ok()?;
+    let content = entry_id(&head, path);
+    // Back from HEAD while the entry stays the same: the oldest of that run changed it.
+    first_parents(head)
+        .take_while(|c| entry_id(c, path) == content)
+        .last()
+        .map(|c| c.id())
+}
+
+/// The id of `path` in the commit's tree (`None` where the commit does not have it).
+fn entry_id(commit: &git2::Commit<'_>, path: &Path) -> Option<git2::Oid> {
+    commit.tree().ok()?.get_path(path).ok().map(|e| e.id())
+}
+
+/// `start` and its first parents, newest first.
+fn first_parents(start: git2::Commit<'_>) -> impl Iterator<Item = git2::Commit<'_>> {
+    std::iter::successors(Some(start), |c| c.parent(0).ok())
 }
 
 /// What `commit` needs to know.
@@ -293,31 +296,18 @@ pub struct StateCommit {
 /// newest first.
 pub fn history(root: &Path, path: &str) -> Result<Vec<StateCommit>, CommitError> {
     let repo = git2::Repository::discover(root)?;
-    let entry_id = |commit: &git2::Commit<'_>| {
-        commit
-            .tree()
-            .ok()?
-            .get_path(Path::new(path))
-            .ok()
-            .map(|e| e.id())
-    };
-    let mut commit = repo
+    let path = Path::new(path);
+    let head = repo
         .head()
         .and_then(|h| h.peel_to_commit())
         .map_err(|_| CommitError::Refused("the repository has no commit yet".into()))?;
-    let mut commits = Vec::new();
-    loop {
-        let parent = commit.parent(0).ok();
-        let here = entry_id(&commit);
-        if here.is_some() && here != parent.as_ref().and_then(entry_id) {
-            commits.push(state_commit(&commit));
-        }
-        match parent {
-            Some(parent) => commit = parent,
-            None => break,
-        }
-    }
-    Ok(commits)
+    Ok(first_parents(head)
+        .filter(|commit| {
+            let here = entry_id(commit, path);
+            here.is_some() && here != commit.parent(0).ok().and_then(|p| entry_id(&p, path))
+        })
+        .map(|commit| state_commit(&commit))
+        .collect())
 }
 
 fn state_commit(commit: &git2::Commit<'_>) -> StateCommit {
@@ -461,25 +451,13 @@ fn introducing_commit(
     content: git2::Oid,
     boundary: &BTreeSet<git2::Oid>,
 ) -> Option<git2::Oid> {
-    let holds = |commit: &git2::Commit<'_>| {
-        commit
-            .tree()
-            .ok()
-            .and_then(|t| t.get_path(path).ok())
-            .is_some_and(|e| e.id() == content)
-    };
-    let mut commit = start.clone();
-    while !holds(&commit) {
-        commit = commit.parent(0).ok()?;
-    }
-    loop {
-        match commit.parent(0) {
-            Ok(parent) if holds(&parent) => commit = parent,
-            Ok(_) => return Some(commit.id()),
-            Err(_) if boundary.contains(&commit.id()) => return None,
-            Err(_) => return Some(commit.id()),
-        }
-    }
+    let holds = |commit: &git2::Commit<'_>| entry_id(commit, path) == Some(content);
+    let oldest = first_parents(start.clone())
+        .skip_while(|c| !holds(c))
+        .take_while(holds)
+        .last()?;
+    let cut_off = oldest.parent(0).is_err() && boundary.contains(&oldest.id());
+    (!cut_off).then(|| oldest.id())
 }
 
 /// The id git gives the tree of a directory on disk (without writing any object), so work-tree
