@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::Value;
 
-use common::group::{Group, client, image};
+use common::group::{Group, client, image, kubectl_quietly};
 
 fn diff(group: &Group, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec!["--exit-code", "-o", "json"];
@@ -571,16 +571,7 @@ struct InventoryBinding(String);
 
 impl Drop for InventoryBinding {
     fn drop(&mut self) {
-        let _ = Command::new("kubectl")
-            .args([
-                "--context",
-                "umbrella-test",
-                "-n",
-                "umbrella-system",
-                "delete",
-            ])
-            .args(["rolebinding", &self.0])
-            .status();
+        kubectl_quietly(&["-n", "umbrella-system", "delete", "rolebinding", &self.0]);
     }
 }
 
@@ -634,8 +625,9 @@ fn diff_and_status_survive_crds_coming_and_going_meanwhile() {
     let crd = format!(
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: blips.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Namespaced\n  names: {{plural: blips, singular: blip, kind: Blip}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object}}\n"
     );
-    let crd_file = group.repo.path().join("blip-crd.yaml");
-    std::fs::write(&crd_file, crd).expect("write CRD");
+    let crd_path = group.repo.path().join("blip-crd.yaml");
+    std::fs::write(&crd_path, crd).expect("write CRD");
+    let crd_file = crd_path.to_string_lossy().into_owned();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let churn = {
         let stop = stop.clone();
@@ -643,11 +635,9 @@ fn diff_and_status_survive_crds_coming_and_going_meanwhile() {
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for verb in [&["apply", "-f"][..], &["delete", "--wait=false", "-f"][..]] {
-                    let _ = Command::new("kubectl")
-                        .args(["--context", "umbrella-test"])
-                        .args(verb)
-                        .arg(&file)
-                        .output();
+                    let mut args = verb.to_vec();
+                    args.push(&file);
+                    kubectl_quietly(&args);
                 }
             }
         })
@@ -659,15 +649,6 @@ fn diff_and_status_survive_crds_coming_and_going_meanwhile() {
         .collect();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.join().expect("churn thread");
-    let _ = Command::new("kubectl")
-        .args([
-            "--context",
-            "umbrella-test",
-            "delete",
-            "--ignore-not-found",
-            "-f",
-        ])
-        .arg(&crd_file)
-        .output();
+    kubectl_quietly(&["delete", "--ignore-not-found", "-f", &crd_file]);
     assert!(failures.is_empty(), "{failures:#?}");
 }

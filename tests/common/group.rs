@@ -96,33 +96,26 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         // Leave the shared cluster clean whatever the test's outcome.
-        let _ = Command::new("kubectl")
-            .args([
-                "--context",
-                "umbrella-test",
-                "delete",
-                "namespace",
-                &self.env,
-                "--wait=false",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = Command::new("kubectl")
-            .args([
-                "--context",
-                "umbrella-test",
-                "-n",
-                "umbrella-system",
-                "delete",
-                "configmap",
-                "-l",
-                &format!("umbrella.dev/group={}", self.env),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        kubectl_quietly(&["delete", "namespace", &self.env, "--wait=false"]);
+        kubectl_quietly(&[
+            "-n",
+            "umbrella-system",
+            "delete",
+            "configmap",
+            "-l",
+            &format!("umbrella.dev/group={}", self.env),
+        ]);
     }
+}
+
+/// Runs kubectl on the test cluster, its output and outcome ignored (cleanups, churn).
+pub fn kubectl_quietly(args: &[&str]) {
+    let _ = Command::new("kubectl")
+        .args(["--context", "umbrella-test"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 pub async fn client() -> kube::Client {
