@@ -603,6 +603,22 @@ fn deploy_source(
     Ok((scratch.to_path_buf(), commits))
 }
 
+/// Names the apps whose state no commit holds: they deploy, but cannot be rolled back to or
+/// checked for drift by commit.
+fn warn_uncommitted(commits: &std::collections::BTreeMap<String, String>) {
+    let uncommitted: Vec<&str> = commits
+        .iter()
+        .filter(|(_, commit)| *commit == state::UNCOMMITTED)
+        .map(|(app, _)| app.as_str())
+        .collect();
+    if !uncommitted.is_empty() {
+        eprintln!(
+            "umbrella deploy: no commit holds the state of {} (uncommitted changes? after `git checkout REV -- umbrella-state/ENV`, files added since REV stay: use --no-overlay)",
+            uncommitted.join(", ")
+        );
+    }
+}
+
 async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> {
     use crate::deploy::{self, DeployRequest};
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
@@ -618,6 +634,7 @@ async fn run_deploy(root: &Path, args: &DeployArgs) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::from(2));
         }
     };
+    warn_uncommitted(&commits);
     let request = DeployRequest {
         state_dir,
         env: args.group.env.clone(),

@@ -393,6 +393,18 @@ async fn rollback_by_revision_and_by_checkout_give_the_same_live_objects() {
         by_checkout["a"]["annotations"]["umbrella.dev/state-commit"],
         v1.as_str()
     );
+
+    // The plain checkout keeps b.yaml, added after v1: no commit holds that state, and the
+    // deploy says why.
+    git(group.repo.path(), &["checkout", "HEAD", "--", &state]);
+    git(group.repo.path(), &["checkout", &v1, "--", &state]);
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("no commit holds the state of {env}-app"))
+            && err.contains("--no-overlay"),
+        "{err}"
+    );
 }
 
 #[test]
