@@ -394,21 +394,7 @@ fn a_killed_deploy_converges_when_run_again() {
             "{ops:?}"
         );
     }
-    let (_, out, _) = common::umbrella(
-        group.repo.path(),
-        &[
-            "deploy",
-            "app-group",
-            &group.env,
-            "--yes",
-            "-o",
-            "json",
-            "--context",
-            "umbrella-test",
-        ],
-        &[],
-    );
-    let again: Value = serde_json::from_str(&out).expect("report");
+    let (_, again, _) = group.deploy(&[]);
     assert!(
         self::ops(&again).iter().all(|(_, op)| op == "unchanged:ok"),
         "{again}"
@@ -596,18 +582,7 @@ async fn history_marks_the_live_commit_and_rollback_deploys_the_one_before() {
     let v2 = common::commit_all(group.repo.path(), "state v2");
     assert_eq!(tokio::task::block_in_place(|| group.deploy(&[])).0, 0);
     let history = |group: &Group| {
-        let (code, out, err) = umbrella(
-            group.repo.path(),
-            &[
-                "history",
-                &group.env,
-                "--context",
-                "umbrella-test",
-                "-o",
-                "json",
-            ],
-            &[],
-        );
+        let (code, out, err) = group.run(&["history"], &["-o", "json"]);
         assert_eq!(code, 0, "{err}");
         let entries: Vec<Value> = serde_json::from_str(&out).expect("history JSON");
         entries
@@ -625,13 +600,7 @@ async fn history_marks_the_live_commit_and_rollback_deploys_the_one_before() {
         vec![(v2.clone(), true), (v1.clone(), false)]
     );
 
-    let (code, out, err) = tokio::task::block_in_place(|| {
-        umbrella(
-            group.repo.path(),
-            &["rollback", &env, "--yes", "--context", "umbrella-test"],
-            &[],
-        )
-    });
+    let (code, out, err) = tokio::task::block_in_place(|| group.run(&["rollback"], &["--yes"]));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains(&format!("as of {v1}")), "{err}");
     let config_maps: Api<ConfigMap> = Api::namespaced(client().await, &env);
@@ -644,13 +613,7 @@ async fn history_marks_the_live_commit_and_rollback_deploys_the_one_before() {
         vec![(v2, false), (v1, true)]
     );
 
-    let (code, _, err) = tokio::task::block_in_place(|| {
-        umbrella(
-            group.repo.path(),
-            &["rollback", &env, "--yes", "--context", "umbrella-test"],
-            &[],
-        )
-    });
+    let (code, _, err) = tokio::task::block_in_place(|| group.run(&["rollback"], &["--yes"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no state commit"), "{err}");
 }
@@ -667,20 +630,7 @@ async fn delete_removes_everything_and_leaves_no_inventory() {
     );
     assert_eq!(tokio::task::block_in_place(|| group.deploy(&[])).0, 0);
     let (code, out, err) = tokio::task::block_in_place(|| {
-        umbrella(
-            group.repo.path(),
-            &[
-                "delete",
-                "app-group",
-                &env,
-                "--yes",
-                "--context",
-                "umbrella-test",
-                "-o",
-                "json",
-            ],
-            &[],
-        )
+        group.run(&["delete", "app-group"], &["--yes", "-o", "json"])
     });
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(&out).expect("report");

@@ -55,18 +55,9 @@ impl Group {
     }
 
     pub fn deploy(&self, extra: &[&str]) -> (i32, Value, String) {
-        let mut args = vec![
-            "deploy",
-            "app-group",
-            self.env.as_str(),
-            "--yes",
-            "-o",
-            "json",
-            "--context",
-            "umbrella-test",
-        ];
+        let mut args = vec!["--yes", "-o", "json"];
         args.extend(extra);
-        let (code, out, err) = umbrella(self.repo.path(), &args, &[]);
+        let (code, out, err) = self.run(&["deploy", "app-group"], &args);
         (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
     }
 
