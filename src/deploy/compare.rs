@@ -462,9 +462,7 @@ fn export_live_states(
             unreadable.insert(app.clone(), "no deploy of it has finished yet".to_string());
             continue;
         }
-        // Inventories written before commits were found by content say `<sha>-dirty` for a
-        // modified tree.
-        if inventory.commit == crate::state::UNCOMMITTED || inventory.commit.ends_with("-dirty") {
+        if inventory.commit == crate::state::UNCOMMITTED {
             unreadable.insert(app.clone(), "deployed from uncommitted state".to_string());
             continue;
         }

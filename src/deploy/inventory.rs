@@ -268,7 +268,17 @@ fn parse(map: &ConfigMap) -> Option<Inventory> {
             .cloned()
             .or_else(|| map.labels().get(APP_LABEL).cloned())?,
         objects: serde_json::from_str(data.get("objects")?).ok()?,
-        commit: data.get("commit").cloned().unwrap_or_default(),
+        commit: data
+            .get("commit")
+            .map(|commit| {
+                // Written before commits were found by content: `<sha>-dirty` named no commit.
+                if commit.ends_with("-dirty") {
+                    crate::state::UNCOMMITTED.to_string()
+                } else {
+                    commit.clone()
+                }
+            })
+            .unwrap_or_default(),
         updated: data.get("updated").cloned().unwrap_or_default(),
     })
 }
@@ -276,4 +286,28 @@ fn parse(map: &ConfigMap) -> Option<Inventory> {
 /// The time now, as written in inventories.
 pub fn timestamp() -> String {
     Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory_with_commit(commit: &str) -> Inventory {
+        let map: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "umbrella-app-prod-web"},
+            "data": {"app": "prod-web", "objects": "[]", "commit": commit, "updated": "t"},
+        }))
+        .expect("a ConfigMap");
+        parse(&map).expect("an inventory")
+    }
+
+    #[test]
+    fn an_older_dirty_commit_reads_as_uncommitted() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(inventory_with_commit(sha).commit, sha);
+        assert_eq!(
+            inventory_with_commit(&format!("{sha}-dirty")).commit,
+            crate::state::UNCOMMITTED
+        );
+    }
 }
