@@ -1,24 +1,14 @@
 //! umbrella: build, render, commit and deploy many Helm services as reviewed, reproducible git
-//! commits. Stages live in their own modules; shared pieces (registry, cluster, yaml, report)
-//! sit beside them.
+//! commits. The pipeline's stages (`stages`) read and write the formats (`formats`) and reach
+//! the outside world through adapters (`adapters`); `report` prints what they return and `cli`
+//! only parses and dispatches.
 
-pub mod build;
-pub mod chart;
+pub mod adapters;
 pub mod cli;
-pub mod cluster;
-pub mod credentials;
-pub mod deploy;
-pub mod docker;
-pub mod doctor;
-pub mod helm;
-pub mod lock;
-pub mod manifest;
-pub mod registry;
-pub mod render;
+pub mod exit;
+pub mod formats;
+pub mod progress;
 pub mod report;
-pub mod sources;
-pub mod state;
+pub mod stages;
 #[cfg(test)]
 mod testutil;
-pub mod tls;
-pub mod yaml;

@@ -4,7 +4,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    umbrella::tls::install_crypto_provider();
+    umbrella::adapters::tls::install_crypto_provider();
     let cli = umbrella::cli::Cli::parse();
     match umbrella::cli::run(cli).await {
         Ok(code) => code,

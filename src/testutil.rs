@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::sources::KbldConfig;
+use crate::formats::sources::KbldConfig;
 
 /// Writes `text` to `dir/file`, creating the directories on the way.
 pub fn write(dir: &Path, file: &str, text: &str) {

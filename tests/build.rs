@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use umbrella::registry::Registry;
+use umbrella::adapters::registry::Registry;
 
 use common::{example_repository, fresh_example, testenv, unique};
 
@@ -171,7 +171,7 @@ async fn pushes_with_credentials_to_the_tls_registry_and_verifies_the_digest() {
     let image = &report["images"][0];
     let digest = image["digest"].as_str().expect("digest");
     let tag = image["tags"][0].as_str().expect("content tag");
-    let credential = umbrella::credentials::credential_for(&registry)
+    let credential = umbrella::adapters::credentials::credential_for(&registry)
         .expect("config")
         .expect("credential");
     let served = Registry::connect(&registry, Some(credential))
@@ -180,7 +180,7 @@ async fn pushes_with_credentials_to_the_tls_registry_and_verifies_the_digest() {
         .manifest_digest(&format!("{prefix}/order-service"), tag)
         .await
         .expect("HEAD");
-    assert_eq!(served, digest);
+    assert_eq!(served.as_str(), digest);
 }
 
 #[test]
@@ -362,9 +362,11 @@ searchRules:
             .manifest_digest(&format!("{prefix}/multi"), tag)
             .await
             .expect("extra tag pushed");
-        assert_eq!(served, digest, "tag {tag}");
+        assert_eq!(served.as_str(), digest, "tag {tag}");
     }
-    let engine = umbrella::docker::Engine::connect().await.expect("engine");
+    let engine = umbrella::adapters::docker::Engine::connect()
+        .await
+        .expect("engine");
     let local = format!(
         "{registry}/{prefix}/multi:{}",
         report["images"][0]["tags"][0].as_str().expect("tag")
@@ -401,7 +403,9 @@ async fn an_image_gone_from_the_engine_is_reused_from_the_registry() {
     .expect("build");
     assert_eq!(code, 0, "{text}");
     // Forget every local trace of the image, as a fresh Docker data root would have none.
-    let engine = umbrella::docker::Engine::connect().await.expect("engine");
+    let engine = umbrella::adapters::docker::Engine::connect()
+        .await
+        .expect("engine");
     let local = format!(
         "{registry}/{prefix}/order-service:{}",
         first["images"][0]["tags"][0].as_str().expect("tag")
@@ -483,8 +487,11 @@ async fn build_base(tag: &str, nonce: &str) {
         ),
     )
     .expect("Dockerfile");
-    let context = umbrella::build::context::pack(dir.path(), "Dockerfile", None).expect("context");
-    let engine = umbrella::docker::Engine::connect().await.expect("engine");
+    let context =
+        umbrella::stages::build::context::pack(dir.path(), "Dockerfile", None).expect("context");
+    let engine = umbrella::adapters::docker::Engine::connect()
+        .await
+        .expect("engine");
     engine
         .build(context.tar, "Dockerfile", tag, &Default::default(), |_| {})
         .await

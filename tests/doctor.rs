@@ -10,7 +10,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
-use umbrella::cluster::Cluster;
+use umbrella::adapters::cluster::Cluster;
 
 use common::{example_repository, repo_root, testenv, unique};
 

@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
-use umbrella::cluster::Cluster;
+use umbrella::adapters::cluster::Cluster;
 
 use common::{testenv, unique};
 

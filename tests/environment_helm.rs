@@ -3,7 +3,7 @@
 
 mod common;
 
-use umbrella::helm;
+use umbrella::adapters::helm;
 
 #[tokio::test]
 async fn helm_renders_both_subcharts_of_the_example() {

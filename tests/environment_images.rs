@@ -6,9 +6,9 @@ mod common;
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
-use umbrella::credentials::{Credential, credential_for};
-use umbrella::docker::Engine;
-use umbrella::registry::{Registry, RegistryError};
+use umbrella::adapters::credentials::{Credential, credential_for};
+use umbrella::adapters::docker::Engine;
+use umbrella::adapters::registry::{Registry, RegistryError};
 
 use common::{testenv, unique};
 

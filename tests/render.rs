@@ -8,8 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use umbrella::registry::Registry;
-use umbrella::render::state_dir::StateFiles;
+use umbrella::adapters::registry::Registry;
+use umbrella::formats::image_ref::Digest;
+use umbrella::stages::render::state_dir::StateFiles;
 
 use common::{commit_all, copy_tree, fresh_example, repo_root, testenv, umbrella, unique};
 
@@ -26,6 +27,7 @@ async fn third_party_digest() -> String {
         .manifest_digest("mirror/busybox", "1.35")
         .await
         .expect("the seeded third-party image")
+        .to_string()
 }
 
 #[test]
@@ -360,7 +362,8 @@ async fn every_form_of_image_reference_and_kbld_search_rules() {
 }
 
 fn parse_one(text: &str) -> Value {
-    let mut documents = umbrella::manifest::parse_documents(text).expect("state file parses");
+    let mut documents =
+        umbrella::formats::manifest::parse_documents(text).expect("state file parses");
     assert_eq!(documents.len(), 1);
     documents.remove(0)
 }
@@ -399,7 +402,7 @@ fn by_name(objects: Vec<Value>) -> BTreeMap<String, Value> {
                 .pointer_mut("/metadata/annotations")
                 .and_then(Value::as_object_mut)
             {
-                annotations.remove(umbrella::render::IMAGES_ANNOTATION);
+                annotations.remove(umbrella::stages::render::IMAGES_ANNOTATION);
                 if annotations.is_empty() {
                     o["metadata"]
                         .as_object_mut()
@@ -442,7 +445,7 @@ async fn kubectl_reads_the_state_as_it_reads_helm_output() {
             .expect("render");
     assert_eq!(code, 0, "{err}");
     let chart = repo.path().join("umbrella-chart");
-    let helm_out = umbrella::helm::run(&[
+    let helm_out = umbrella::adapters::helm::run(&[
         "template",
         "mix",
         chart.to_str().expect("utf-8"),
@@ -507,7 +510,11 @@ async fn two_hundred_objects_sharing_five_images_resolve_each_once() {
     let tags: Vec<String> = (0..5).map(|i| format!("{base}-{i}")).collect();
     for tag in &tags {
         registry
-            .put_tag("mirror/busybox", &digest, tag)
+            .put_tag(
+                "mirror/busybox",
+                &Digest::parse(&digest).expect("digest"),
+                tag,
+            )
             .await
             .expect("tag");
     }

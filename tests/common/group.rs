@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use umbrella::cluster::Cluster;
+use umbrella::adapters::cluster::Cluster;
 
 use super::{testenv, umbrella, unique};
 

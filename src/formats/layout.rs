@@ -1,0 +1,97 @@
+//! Where things live in a umbrella repository: `sources.yaml`, the umbrella chart, and the
+//! state of each environment, `umbrella-state/<env>/<app dir>/` with its images lock. Every
+//! path of the state is built here, and app names (`<env>-<dir>`, kapp's convention) too.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// kbld's configuration of the images to build, at the repository root.
+pub const SOURCES_FILE: &str = "sources.yaml";
+/// The umbrella chart, relative to the repository root.
+pub const CHART_DIR: &str = "umbrella-chart";
+/// The directory of every environment's state, relative to the repository root.
+pub const STATE_DIR: &str = "umbrella-state";
+/// The images lock of an environment's state, beside its app directories.
+pub const IMAGES_LOCK_FILE: &str = "images.lock.yaml";
+/// Where the build stage writes its images lock unless told otherwise.
+pub const DEFAULT_BUILD_LOCK: &str = "umbrella-state/images.lock.yaml";
+
+/// `umbrella-state/<env>`, relative to the repository root (as git names paths).
+pub fn env_path(env: &str) -> String {
+    format!("{STATE_DIR}/{env}")
+}
+
+/// `umbrella-state/<env>` under the repository root.
+pub fn env_dir(root: &Path, env: &str) -> PathBuf {
+    root.join(STATE_DIR).join(env)
+}
+
+/// The images lock of an environment's state.
+pub fn env_lock(root: &Path, env: &str) -> PathBuf {
+    env_dir(root, env).join(IMAGES_LOCK_FILE)
+}
+
+/// One app of an environment: a directory of its state, deployed as `<env>-<dir>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppId {
+    env: String,
+    dir: String,
+}
+
+impl AppId {
+    pub fn new(env: &str, dir: &str) -> Self {
+        AppId {
+            env: env.to_string(),
+            dir: dir.to_string(),
+        }
+    }
+
+    /// The app of `env` that the name `<env>-<dir>` stands for.
+    pub fn from_name(env: &str, name: &str) -> Option<Self> {
+        let dir = name.strip_prefix(env)?.strip_prefix('-')?;
+        (!dir.is_empty()).then(|| AppId::new(env, dir))
+    }
+
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+
+    /// The app's directory under `umbrella-state/<env>/`.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// `umbrella-state/<env>/<dir>`, relative to the repository root.
+    pub fn path(&self) -> String {
+        format!("{}/{}", env_path(&self.env), self.dir)
+    }
+}
+
+impl fmt::Display for AppId {
+    /// The app's name in the cluster, `<env>-<dir>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.env, self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_are_env_dash_dir() {
+        let app = AppId::new("production", "order-service");
+        assert_eq!(app.to_string(), "production-order-service");
+        assert_eq!(app.path(), "umbrella-state/production/order-service");
+        assert_eq!(
+            AppId::from_name("production", "production-order-service"),
+            Some(app)
+        );
+        assert_eq!(AppId::from_name("production", "staging-web"), None);
+        assert_eq!(AppId::from_name("production", "production-"), None);
+        assert_eq!(
+            env_lock(Path::new("/r"), "dev"),
+            Path::new("/r/umbrella-state/dev/images.lock.yaml")
+        );
+    }
+}

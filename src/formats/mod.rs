@@ -1,0 +1,12 @@
+//! What umbrella reads and writes, as data: YAML, Kubernetes manifests and object identities,
+//! image references, kbld's `sources.yaml`, the images lock, the umbrella chart, and where
+//! each of them lives in the repository.
+
+pub mod chart;
+pub mod image_ref;
+pub mod images_lock;
+pub mod layout;
+pub mod manifest;
+pub mod object_ref;
+pub mod sources;
+pub mod yaml;

@@ -1,0 +1,268 @@
+//! Writing the state: the preflight that checks every object before the first write, and the
+//! server-side applies of a wave.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+
+use super::inventory::APP_LABEL;
+use super::plan::{StateCrds, Target, defined_by_state, label_of};
+use super::ready::{self, Readiness};
+use super::{COMMIT_ANNOTATION, DeployError, DeployRequest, MANAGED_BY, Op};
+use crate::adapters::cluster::{self, ClusterError};
+use crate::progress::Progress;
+
+/// The object as applied: umbrella's labels and the state commit added.
+pub(super) fn prepared(target: &Target, commit: Option<&String>) -> Value {
+    let mut value = target.desired.value.clone();
+    if let Some(metadata) = value["metadata"].as_object_mut() {
+        let labels = metadata
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(MANAGED_BY.into(), "umbrella".into());
+            labels.insert(APP_LABEL.into(), target.desired.app.clone().into());
+        }
+        if let Some(commit) = commit {
+            let annotations = metadata
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone().into());
+            }
+        }
+    }
+    value
+}
+
+/// The objects whose kind neither the cluster nor a CRD of the state defines.
+fn unknown_kinds(targets: &[Target], state_crds: &StateCrds) -> Vec<String> {
+    targets
+        .iter()
+        .filter(|t| t.resource.is_none() && !defined_by_state(&t.reference, state_crds))
+        .map(|t| {
+            format!(
+                "{}: {} ({}): the cluster does not know this kind and no CRD in the state defines it",
+                t.desired.file.display(),
+                t.reference,
+                t.reference.api_version
+            )
+        })
+        .collect()
+}
+
+/// Before the first write: every kind known (or defined by a CRD of the state), no object owned
+/// by another app, and a server-side dry run of every object whose API and namespace exist.
+pub(super) async fn preflight(
+    client: &Client,
+    targets: &mut [Target],
+    state_crds: &StateCrds,
+    request: &DeployRequest,
+) -> Result<(), DeployError> {
+    let unknown = unknown_kinds(targets, state_crds);
+    if !unknown.is_empty() {
+        return Err(DeployError::Invalid(unknown));
+    }
+    let existing = existing_namespaces(client, targets).await?;
+    let checks = futures_util::stream::iter(targets.iter().enumerate())
+        .map(|(index, target)| {
+            let ready_to_check = target.resource.is_some()
+                && target
+                    .reference
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|ns| existing.contains(ns));
+            async move {
+                if !ready_to_check {
+                    return (index, Ok(None));
+                }
+                (index, check_one(client, target, request).await)
+            }
+        })
+        .buffer_unordered(request.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let mut problems = Vec::new();
+    for (index, check) in checks {
+        let place = format!(
+            "{}: {}",
+            targets[index].desired.file.display(),
+            targets[index].reference
+        );
+        match check {
+            Ok(version) => targets[index].live_version = version,
+            Err(CheckError::Invalid(problem)) => problems.push(format!("{place}: {problem}")),
+            Err(CheckError::Cluster(problem)) => {
+                return Err(DeployError::Preflight(format!(
+                    "{place}: {problem}; nothing was applied"
+                )));
+            }
+        }
+    }
+    problems.sort();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DeployError::Invalid(problems))
+    }
+}
+
+/// The namespaces of the state's objects that exist already.
+async fn existing_namespaces(
+    client: &Client,
+    targets: &[Target],
+) -> Result<BTreeSet<String>, ClusterError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let namespaces = api
+        .list(&Default::default())
+        .await
+        .map_err(ClusterError::request("listing namespaces"))?;
+    Ok(namespaces
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .filter(|n| {
+            targets
+                .iter()
+                .any(|t| t.reference.namespace.as_deref() == Some(n))
+        })
+        .collect())
+}
+
+/// Ownership and a server-side dry run; returns the live resourceVersion, if the object exists.
+async fn check_one(
+    client: &Client,
+    target: &Target,
+    request: &DeployRequest,
+) -> Result<Option<String>, CheckError> {
+    let Some((resource, namespaced)) = &target.resource else {
+        return Ok(None);
+    };
+    let api = cluster::api_for(client, resource, *namespaced, &target.reference);
+    let live = api
+        .get_opt(&target.reference.name)
+        .await
+        .map_err(CheckError::from)?;
+    if let Some(live) = &live
+        && let Some(owner) = live.labels().get(APP_LABEL)
+        && owner != &target.desired.app
+        && !request.adopt
+    {
+        return Err(CheckError::Invalid(format!(
+            "owned by app {owner}; pass --adopt to move it to {}",
+            target.desired.app
+        )));
+    }
+    let params = cluster::apply_params(request.force_conflicts).dry_run();
+    let object = prepared(target, request.source.commits.get(&target.desired.app));
+    api.patch(&target.reference.name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(CheckError::from)?;
+    Ok(live.and_then(|l| l.resource_version()))
+}
+
+/// A preflight check that failed: because of the input (exit 2), or of the cluster (exit 1).
+enum CheckError {
+    Invalid(String),
+    Cluster(String),
+}
+
+impl From<kube::Error> for CheckError {
+    fn from(error: kube::Error) -> Self {
+        match &error {
+            // The API server judged the object: a problem of the input.
+            kube::Error::Api(status)
+                if status.code != 401 && status.code != 403 && status.code < 500 =>
+            {
+                CheckError::Invalid(describe_apply_error(&error))
+            }
+            _ => CheckError::Cluster(describe_apply_error(&error)),
+        }
+    }
+}
+
+/// What the API server said about an apply, with the way out of a conflict.
+pub(super) fn describe_apply_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 409 => format!(
+            "{} (pass --force-conflicts to take these fields)",
+            status.message
+        ),
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One apply: the target's index, what it did, whether it is ready as applied (or why it
+/// failed), how long it took.
+pub(super) type Outcome = (usize, Op, Result<bool, String>, u128);
+
+/// Applies every target of the wave, `concurrency` at a time.
+pub(super) async fn apply_wave(
+    client: &Client,
+    request: &DeployRequest,
+    progress: &dyn Progress,
+    targets: &[Target],
+    wave: &[usize],
+) -> Vec<Outcome> {
+    futures_util::stream::iter(wave.iter().copied())
+        .map(|index| async move {
+            let target = &targets[index];
+            let label = label_of(target);
+            progress.update(&label, "applying");
+            let started = Instant::now();
+            let (op, result) = match apply_one(client, request, target).await {
+                Ok((op, ready)) => {
+                    progress.update(&label, &format!("{op:?}").to_lowercase());
+                    (op, Ok(ready))
+                }
+                Err(e) => {
+                    progress.finish(&label, &format!("FAILED: {e}"));
+                    let op = if target.live_version.is_some() {
+                        Op::Update
+                    } else {
+                        Op::Create
+                    };
+                    (op, Err(e))
+                }
+            };
+            (index, op, result, started.elapsed().as_millis())
+        })
+        .buffer_unordered(request.concurrency.max(1))
+        .collect()
+        .await
+}
+
+async fn apply_one(
+    client: &Client,
+    request: &DeployRequest,
+    target: &Target,
+) -> Result<(Op, bool), String> {
+    let (resource, namespaced) = target.resource.as_ref().ok_or_else(|| {
+        format!(
+            "{} ({}) is still unknown to the cluster",
+            target.reference, target.reference.api_version
+        )
+    })?;
+    let api = cluster::api_for(client, resource, *namespaced, &target.reference);
+    let params = cluster::apply_params(request.force_conflicts);
+    let object = prepared(target, request.source.commits.get(&target.desired.app));
+    let applied = api
+        .patch(&target.reference.name, &params, &Patch::Apply(&object))
+        .await
+        .map_err(|e| describe_apply_error(&e))?;
+    // Most kinds are ready as applied (their answer says so): only the others are watched.
+    let ready =
+        ready::readiness(&cluster::with_type(&applied, &target.reference)) == Readiness::Ready;
+    let op = match &target.live_version {
+        None => Op::Create,
+        Some(version) if applied.resource_version().as_ref() == Some(version) => Op::Unchanged,
+        Some(_) => Op::Update,
+    };
+    Ok((op, ready))
+}

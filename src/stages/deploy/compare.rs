@@ -1,0 +1,216 @@
+//! The state's objects against the live cluster, without writing to it: the live object and
+//! the server's answer to a server-side apply dry run of the same version of it. Shared by
+//! `diff` and `status`.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch};
+use kube::discovery::Discovery;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Op;
+use super::apply::{describe_apply_error, prepared};
+use super::inventory::APP_LABEL;
+use super::plan::{StateCrds, Target, defined_by_state};
+use crate::adapters::cluster;
+use crate::formats::object_ref::ObjectRef;
+
+/// One object in a diff.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectDiff {
+    pub app: String,
+    pub object: String,
+    pub op: Op,
+    /// The unified diff, Secret data masked; empty when unchanged or deleted.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub diff: String,
+    /// What the deploy will meet, e.g. fields other managers own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Why the object could not be compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How often a comparison reads again when the object changed between its read and its dry run.
+const SNAPSHOT_ATTEMPTS: usize = 5;
+
+/// The live object, and the dry run's answer (with its note) or why it failed.
+type DryRunSnapshot = (Option<Value>, Result<(Value, Option<String>), kube::Error>);
+
+/// How the state's objects are compared with the live ones.
+pub(super) struct Comparison<'a> {
+    pub client: &'a Client,
+    pub commits: &'a BTreeMap<String, String>,
+    pub state_crds: &'a StateCrds,
+    pub force_conflicts: bool,
+    /// Objects another app owns may be taken over (deploy's `--adopt`).
+    pub adopt: bool,
+}
+
+impl Comparison<'_> {
+    /// Every target compared, in the targets' order, each with its live object.
+    pub(super) async fn all(
+        &self,
+        targets: &[Target],
+        concurrency: usize,
+    ) -> Vec<(ObjectDiff, Option<Value>)> {
+        futures_util::stream::iter(targets)
+            .map(|target| self.one(target))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn one(&self, target: &Target) -> (ObjectDiff, Option<Value>) {
+        let label = target.reference.to_string();
+        let object = prepared(target, self.commits.get(&target.desired.app));
+        let mut report = ObjectDiff {
+            app: target.desired.app.clone(),
+            object: label.clone(),
+            op: Op::Create,
+            diff: String::new(),
+            note: None,
+            error: None,
+        };
+        let Some((resource, namespaced)) = &target.resource else {
+            self.unknown_kind(target, &object, &mut report);
+            return (report, None);
+        };
+        let api = cluster::api_for(self.client, resource, *namespaced, &target.reference);
+        let (live, dry_run) = match self.snapshot(&api, target, &object).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                report.error = Some(error);
+                return (report, None);
+            }
+        };
+        if live.is_some() {
+            report.op = Op::Update;
+        }
+        if let Some(error) = self.owned_elsewhere(target, live.as_ref()) {
+            report.error = Some(error);
+            return (report, live);
+        }
+        let after = match dry_run {
+            Ok((after, note)) => {
+                report.note = note;
+                // A create shows the object as umbrella sends it: server defaults stay out.
+                if live.is_some() { after } else { object }
+            }
+            // Its namespace does not exist yet: the deploy creates it first.
+            Err(kube::Error::Api(e)) if e.code == 404 && live.is_none() => object,
+            Err(e) => {
+                report.error = Some(describe_apply_error(&e));
+                return (report, live);
+            }
+        };
+        let change = super::change::change(&label, live.as_ref(), &after);
+        report.op = change.op;
+        report.diff = change.diff;
+        (report, live)
+    }
+
+    /// The live object and the dry run's answer, both of the same version of the object: a
+    /// controller writing between the two (a Deployment's revision annotation, say) would
+    /// otherwise show as a change the deploy makes.
+    async fn snapshot(
+        &self,
+        api: &Api<DynamicObject>,
+        target: &Target,
+        object: &Value,
+    ) -> Result<DryRunSnapshot, String> {
+        let version = |v: &Value| v["metadata"]["resourceVersion"].clone();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let live = api
+                .get_opt(&target.reference.name)
+                .await
+                .map_err(|e| describe_apply_error(&e))?
+                .map(|l| cluster::with_type(&l, &target.reference));
+            let dry_run = self.dry_run(api, target, object).await;
+            let moved = match (&live, &dry_run) {
+                (Some(live), Ok((after, _))) => version(live) != version(after),
+                _ => false,
+            };
+            if !moved || attempts == SNAPSHOT_ATTEMPTS {
+                return Ok((live, dry_run));
+            }
+        }
+    }
+
+    /// An object whose kind the cluster does not know yet: created after its CRD, if the state
+    /// has one; an error otherwise.
+    fn unknown_kind(&self, target: &Target, object: &Value, report: &mut ObjectDiff) {
+        let reference = &target.reference;
+        if defined_by_state(reference, self.state_crds) {
+            report.diff = super::change::change(&report.object, None, object).diff;
+            report.note = Some("its kind comes from a CRD this deploy creates".into());
+        } else {
+            report.error = Some(format!(
+                "the cluster does not know {} ({}) and no CRD in the state defines it",
+                reference.kind, reference.api_version
+            ));
+        }
+    }
+
+    /// Why deploy would refuse the object: another app owns it (without `--adopt`).
+    fn owned_elsewhere(&self, target: &Target, live: Option<&Value>) -> Option<String> {
+        let owner = live?["metadata"]["labels"][APP_LABEL].as_str()?;
+        (owner != target.desired.app && !self.adopt).then(|| {
+            format!(
+                "owned by app {owner}; deploy needs --adopt to move it to {}",
+                target.desired.app
+            )
+        })
+    }
+
+    /// The server's answer to the apply, not persisted. A conflict with other field managers
+    /// is noted and the dry run repeated with force, to show what `--force-conflicts` would do.
+    async fn dry_run(
+        &self,
+        api: &Api<DynamicObject>,
+        target: &Target,
+        object: &Value,
+    ) -> Result<(Value, Option<String>), kube::Error> {
+        let apply = |force: bool| {
+            let params = cluster::apply_params(force).dry_run();
+            async move {
+                api.patch(&target.reference.name, &params, &Patch::Apply(object))
+                    .await
+                    .map(|o| cluster::with_type(&o, &target.reference))
+            }
+        };
+        match apply(self.force_conflicts).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && !self.force_conflicts => {
+                let note = format!(
+                    "{}; deploy needs --force-conflicts to take these fields back",
+                    e.message
+                );
+                Ok((apply(true).await?, Some(note)))
+            }
+            other => other.map(|after| (after, None)),
+        }
+    }
+}
+
+/// The live object, `None` when it (or its kind) is gone.
+pub(super) async fn live_object(
+    client: &Client,
+    discovery: &Discovery,
+    reference: &ObjectRef,
+) -> Result<Option<Value>, String> {
+    let Some((resource, namespaced)) = cluster::resolve(discovery, reference) else {
+        return Ok(None);
+    };
+    cluster::api_for(client, &resource, namespaced, reference)
+        .get_opt(&reference.name)
+        .await
+        .map(|live| live.map(|l| cluster::with_type(&l, reference)))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,128 @@
+//! `umbrella diff app-group`: what a deploy would change, object by object, by server-side dry
+//! run, and what pruning would delete. Nothing is written.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::Client;
+use kube::discovery::Discovery;
+use serde::Serialize;
+
+use super::compare::{Comparison, ObjectDiff, live_object};
+use super::inventory::Inventory;
+use super::prune::stale;
+use super::source::DeploySource;
+use super::{DeployError, Group, Op, desired, plan};
+use crate::adapters::cluster;
+use crate::exit;
+use crate::formats::object_ref::ObjectRef;
+
+/// What `diff app-group` compares, and as which deploy.
+#[derive(Debug)]
+pub struct DiffRequest {
+    pub group: Group,
+    pub source: DeploySource,
+    /// Objects compared at the same time.
+    pub concurrency: usize,
+    /// Compare as `deploy --force-conflicts` would apply.
+    pub force_conflicts: bool,
+    /// Compare as `deploy --adopt` would apply.
+    pub adopt: bool,
+}
+
+/// What `deploy app-group` would change, object by object. An object whose only change would
+/// be umbrella's state-commit annotation counts as unchanged: its content is.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffReport {
+    pub env: String,
+    pub objects: Vec<ObjectDiff>,
+    /// Apps whose directory is gone from the state: a deploy deletes them.
+    pub deleted_apps: Vec<String>,
+}
+
+impl DiffReport {
+    /// A deploy would change something.
+    pub fn has_changes(&self) -> bool {
+        !self.deleted_apps.is_empty() || self.objects.iter().any(|o| o.op != Op::Unchanged)
+    }
+
+    /// Some object could not be compared.
+    pub fn has_errors(&self) -> bool {
+        self.objects.iter().any(|o| o.error.is_some())
+    }
+
+    /// 1 when some object could not be compared; else 2 when `changes_fail` (`--exit-code`)
+    /// and a deploy would change something; else 0.
+    pub fn exit_code(&self, changes_fail: bool) -> u8 {
+        if self.has_errors() {
+            exit::FAILURE
+        } else if changes_fail && self.has_changes() {
+            exit::REFUSED
+        } else {
+            exit::SUCCESS
+        }
+    }
+}
+
+/// Compares every object of the request's state with the cluster, and lists what pruning would
+/// delete. Nothing is written: updates are server-side dry runs.
+pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError> {
+    let env = &request.group.env;
+    let desired = desired::load(&request.source.dir, env).map_err(DeployError::Invalid)?;
+    let client = request.group.connect().await?;
+    let discovery = cluster::discover(&client).await?;
+    let state_crds = plan::crds_in_state(&desired);
+    let targets = plan::targets_of(desired, &discovery);
+    let comparison = Comparison {
+        client: &client,
+        commits: &request.source.commits,
+        state_crds: &state_crds,
+        force_conflicts: request.force_conflicts,
+        adopt: request.adopt,
+    };
+    let mut objects: Vec<ObjectDiff> = comparison
+        .all(&targets, request.concurrency)
+        .await
+        .into_iter()
+        .map(|(diff, _)| diff)
+        .collect();
+    let previous = request.group.inventories(&client).by_app().await?;
+    let wanted = plan::wanted_by_app(&targets);
+    objects.extend(pruned(&client, &discovery, &previous, &wanted).await);
+    Ok(DiffReport {
+        env: env.clone(),
+        objects,
+        deleted_apps: previous
+            .keys()
+            .filter(|app| !wanted.contains_key(*app))
+            .cloned()
+            .collect(),
+    })
+}
+
+/// What the inventories own, the state no longer has, and the cluster still holds.
+async fn pruned(
+    client: &Client,
+    discovery: &Discovery,
+    previous: &BTreeMap<String, Inventory>,
+    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+) -> Vec<ObjectDiff> {
+    let mut deletions = Vec::new();
+    for (app, reference) in stale(previous, wanted) {
+        let (exists, error) = match live_object(client, discovery, &reference).await {
+            Ok(live) => (live.is_some(), None),
+            Err(e) => (true, Some(e)),
+        };
+        if exists {
+            deletions.push(ObjectDiff {
+                app,
+                object: reference.to_string(),
+                op: Op::Delete,
+                diff: String::new(),
+                note: None,
+                error,
+            });
+        }
+    }
+    deletions
+}

@@ -1,0 +1,201 @@
+//! What a deploy works on: the state's objects resolved against the cluster's API (targets),
+//! the apps that want them, the CRDs the state brings, and the waves they are applied in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::ApiResource;
+use kube::discovery::Discovery;
+
+use super::DeployError;
+use super::desired::Desired;
+use super::order;
+use crate::adapters::cluster;
+use crate::formats::object_ref::ObjectRef;
+
+/// An object with how to reach it in the cluster (`None` until its CRD is established).
+pub(super) struct Target {
+    pub desired: Desired,
+    pub reference: ObjectRef,
+    pub resource: Option<(ApiResource, bool)>,
+    /// The live object's resourceVersion, when the preflight found it.
+    pub live_version: Option<String>,
+}
+
+/// The kinds the state's CRDs define: (group, kind) -> namespaced.
+pub(super) type StateCrds = BTreeMap<(String, String), bool>;
+
+/// The state's objects, each with how to reach it in the cluster.
+pub(super) fn targets_of(desired: Vec<Desired>, discovery: &Discovery) -> Vec<Target> {
+    desired
+        .into_iter()
+        .map(|d| Target {
+            reference: d.reference(),
+            resource: cluster::resolve(discovery, &d.reference()),
+            desired: d,
+            live_version: None,
+        })
+        .collect()
+}
+
+/// `app Kind/name in ns`, the object's line in the live output.
+pub(super) fn label_of(target: &Target) -> String {
+    format!("{} {}", target.desired.app, target.reference)
+}
+
+/// The objects each app of the state wants.
+pub(super) fn wanted_by_app(targets: &[Target]) -> BTreeMap<String, BTreeSet<ObjectRef>> {
+    let mut wanted: BTreeMap<String, BTreeSet<ObjectRef>> = BTreeMap::new();
+    for target in targets {
+        wanted
+            .entry(target.desired.app.clone())
+            .or_default()
+            .insert(target.reference.clone());
+    }
+    wanted
+}
+
+/// (group, kind) -> namespaced, for every CRD of the state.
+pub(super) fn crds_in_state(desired: &[Desired]) -> StateCrds {
+    desired
+        .iter()
+        .filter(|d| d.value["kind"] == "CustomResourceDefinition")
+        .filter_map(|d| {
+            let spec = &d.value["spec"];
+            Some((
+                (
+                    spec["group"].as_str()?.to_string(),
+                    spec["names"]["kind"].as_str()?.to_string(),
+                ),
+                spec["scope"] != "Cluster",
+            ))
+        })
+        .collect()
+}
+
+/// Whether a CRD of the state defines the object's kind.
+pub(super) fn defined_by_state(reference: &ObjectRef, state_crds: &StateCrds) -> bool {
+    state_crds.contains_key(&(reference.group().into(), reference.kind.clone()))
+}
+
+/// The waves of the upsert order, each a list of target indexes.
+pub(super) fn plan_waves(
+    targets: &[Target],
+    state_crds: &StateCrds,
+) -> Result<Vec<Vec<usize>>, DeployError> {
+    let changes: Vec<order::Change> = targets
+        .iter()
+        .map(|t| {
+            let namespaced = t
+                .resource
+                .as_ref()
+                .map(|r| r.1)
+                .or_else(|| {
+                    state_crds
+                        .get(&(t.reference.group().into(), t.reference.kind.clone()))
+                        .copied()
+                })
+                .unwrap_or(true);
+            order::Change::of(&t.desired.value, namespaced)
+        })
+        .collect();
+    let names: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{} ({})", t.reference, t.desired.file.display()))
+        .collect();
+    let custom: BTreeSet<(String, String)> = state_crds.keys().cloned().collect();
+    order::upsert_waves(&changes, &custom, &names)
+        .map_err(|e| DeployError::Invalid(vec![e.to_string()]))
+}
+
+/// After CRDs of an earlier wave were established, their kinds become known.
+pub(super) async fn refresh_resources(
+    client: &Client,
+    targets: &mut [Target],
+    wave: &[usize],
+) -> Result<(), DeployError> {
+    let known = |targets: &[Target]| wave.iter().all(|&i| targets[i].resource.is_some());
+    // An established CRD can take a moment to show in discovery: ask again a few times.
+    for _ in 0..20 {
+        if known(targets) {
+            break;
+        }
+        let discovery = cluster::discover(client).await?;
+        for &index in wave {
+            if targets[index].resource.is_none() {
+                targets[index].resource = cluster::resolve(&discovery, &targets[index].reference);
+            }
+        }
+        if !known(targets) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(app: &str, yaml: serde_json::Value) -> Target {
+        let desired = Desired {
+            app: app.into(),
+            file: format!("{app}/x.yaml").into(),
+            value: yaml,
+        };
+        Target {
+            reference: desired.reference(),
+            desired,
+            resource: None,
+            live_version: None,
+        }
+    }
+
+    fn widget_crd() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}}})
+    }
+
+    #[test]
+    fn wanted_objects_are_grouped_by_app_and_state_crds_found() {
+        let targets = vec![
+            target(
+                "e-a",
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "n"}}),
+            ),
+            target("e-b", widget_crd()),
+            target(
+                "e-a",
+                serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}),
+            ),
+        ];
+        let wanted = wanted_by_app(&targets);
+        assert_eq!(wanted.keys().collect::<Vec<_>>(), ["e-a", "e-b"]);
+        assert_eq!(wanted["e-a"].len(), 2);
+        let desired: Vec<Desired> = targets.iter().map(|t| t.desired.clone()).collect();
+        let crds = crds_in_state(&desired);
+        assert_eq!(
+            crds,
+            BTreeMap::from([(("example.com".to_string(), "Widget".to_string()), false)])
+        );
+        assert!(defined_by_state(&targets[2].reference, &crds));
+        assert!(!defined_by_state(&targets[0].reference, &crds));
+    }
+
+    #[test]
+    fn a_custom_resource_comes_a_wave_after_its_crd_from_another_app() {
+        let targets = vec![
+            target(
+                "e-a",
+                serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}),
+            ),
+            target("e-b", widget_crd()),
+        ];
+        let desired: Vec<Desired> = targets.iter().map(|t| t.desired.clone()).collect();
+        let waves = plan_waves(&targets, &crds_in_state(&desired)).unwrap();
+        let position = |index: usize| waves.iter().position(|w| w.contains(&index)).unwrap();
+        assert!(position(1) < position(0), "{waves:?}");
+    }
+}

@@ -1,0 +1,502 @@
+//! The render stage: `helm template` of the umbrella chart for one environment, split into one
+//! app per subchart, every image pinned to a digest, written as the environment's state
+//! directory (`umbrella-state/<env>/<app>/<kind>-<name>.yaml` and `images.lock.yaml`).
+
+pub mod images;
+pub mod pin;
+pub mod split;
+pub mod state_dir;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::adapters::helm::{self, HelmError};
+use crate::exit::{self, ExitStatus};
+use crate::formats::chart::UmbrellaChart;
+use crate::formats::images_lock::{ImagesLock, LockedImage};
+use crate::formats::layout;
+use crate::formats::manifest;
+use crate::formats::sources::KbldConfig;
+use crate::formats::yaml::YamlError;
+
+use images::Rules;
+use split::RenderedObject;
+use state_dir::StateFiles;
+
+/// The annotation recording where each image of an object came from (kbld's shape).
+pub const IMAGES_ANNOTATION: &str = "umbrella.dev/images";
+/// Registry lookups in flight at once.
+const LOOKUP_CONCURRENCY: usize = 32;
+
+/// What to render.
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    pub root: PathBuf,
+    pub env: String,
+    /// helm's release name (default: the chart's name).
+    pub release: Option<String>,
+    /// The namespace of namespaced objects (default: the environment's name).
+    pub namespace: Option<String>,
+    /// Values files applied after `values.yaml` and `values-<env>.yaml`.
+    pub extra_values: Vec<PathBuf>,
+    /// The images lock of the build stage.
+    pub build_lock: PathBuf,
+    pub allow_plaintext_secrets: bool,
+    /// Compare with the state on disk instead of writing it.
+    pub check: bool,
+}
+
+/// One app of the rendered environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppSummary {
+    pub name: String,
+    pub objects: usize,
+}
+
+/// What a render produced.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rendered {
+    pub env: String,
+    pub state_dir: PathBuf,
+    pub apps: Vec<AppSummary>,
+    pub images: Vec<LockedImage>,
+    /// Registry manifest lookups made (one per distinct tag reference).
+    pub registry_lookups: usize,
+    /// Milliseconds spent in helm, in finding and pinning images, and in writing the state.
+    pub helm_ms: u128,
+    pub pin_ms: u128,
+    pub write_ms: u128,
+    #[serde(skip)]
+    pub files: StateFiles,
+}
+
+/// The render could not produce a complete state; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Input(#[from] YamlError),
+    #[error(transparent)]
+    Helm(#[from] HelmError),
+    #[error(transparent)]
+    Split(#[from] split::SplitError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `--check`: the state on disk is not what the sources render.
+    #[error("{} differs from a fresh render of the sources", dir.display())]
+    Stale { dir: PathBuf, diff: String },
+}
+
+impl ExitStatus for RenderError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            RenderError::Input(_) | RenderError::Split(_) => exit::REFUSED,
+            _ => exit::FAILURE,
+        }
+    }
+}
+
+/// Renders the environment, then writes its state directory (as a whole, or not at all), or
+/// with `check`, compares it with the one on disk.
+pub async fn run(request: &RenderRequest) -> Result<Rendered, RenderError> {
+    let mut rendered = render(request).await?;
+    let dir = rendered.state_dir.clone();
+    if request.check {
+        let on_disk = StateFiles::read(&dir).map_err(|source| RenderError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        return match rendered.files.diff_from(&on_disk, CHECK_DIFF_LINES) {
+            Some(diff) => Err(RenderError::Stale { dir, diff }),
+            None => Ok(rendered),
+        };
+    }
+    let started = std::time::Instant::now();
+    rendered
+        .files
+        .write(&dir)
+        .map_err(|source| RenderError::Write { path: dir, source })?;
+    rendered.write_ms = started.elapsed().as_millis();
+    Ok(rendered)
+}
+
+/// The longest diff `--check` shows.
+const CHECK_DIFF_LINES: usize = 200;
+
+/// Renders the environment in memory: nothing is written (see [`state_dir`]).
+pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
+    let chart_dir = request.root.join(layout::CHART_DIR);
+    let chart = UmbrellaChart::load(&chart_dir)?;
+    let sources = request.root.join(layout::SOURCES_FILE);
+    let config = if sources.exists() {
+        KbldConfig::load(&sources)?
+    } else {
+        KbldConfig::default()
+    };
+    let built = ImagesLock::read(&request.build_lock)?;
+    let helm_started = std::time::Instant::now();
+    ensure_dependencies(&chart).await?;
+    let output = helm_template(request, &chart).await?;
+    let helm_ms = helm_started.elapsed().as_millis();
+    let mut objects = split::split(&output, &chart.metadata.name)?;
+    refuse_plaintext_secrets(&objects, request.allow_plaintext_secrets)?;
+    let namespace = request
+        .namespace
+        .clone()
+        .unwrap_or_else(|| request.env.clone());
+    fill_namespaces(&mut objects, &namespace);
+
+    let pin_started = std::time::Instant::now();
+    let rules = Rules::from_config(&config);
+    let uses = image_uses(&objects, &rules);
+    let decisions = pin::decide(&uses.keys().cloned().collect(), &config, &built);
+    let pinning = pin::resolve(decisions, LOOKUP_CONCURRENCY)
+        .await
+        .map_err(|unresolved| RenderError::Refused(unresolved_message(&unresolved, &uses)))?;
+    for object in &mut objects {
+        pin_object(object, &rules, &pinning.images);
+    }
+    let pin_ms = pin_started.elapsed().as_millis();
+    let files = StateFiles::from_objects(
+        &objects,
+        &ImagesLock::new(pinning.images.values().cloned().collect()),
+    )
+    .map_err(RenderError::Refused)?;
+    Ok(Rendered {
+        env: request.env.clone(),
+        state_dir: layout::env_dir(&request.root, &request.env),
+        apps: summarize(&objects),
+        images: pinning.images.into_values().collect(),
+        registry_lookups: pinning.lookups,
+        helm_ms,
+        pin_ms,
+        write_ms: 0,
+        files,
+    })
+}
+
+/// `helm dependency build` when a dependency is missing from `charts/` or differs from
+/// `Chart.lock`; nothing when everything is in place (a render must not need the network).
+async fn ensure_dependencies(chart: &UmbrellaChart) -> Result<(), HelmError> {
+    let locked = chart_lock_versions(&chart.dir);
+    let missing = chart.metadata.dependencies.iter().any(|dep| {
+        let version = locked
+            .get(&dep.name)
+            .cloned()
+            .or_else(|| dep.version.clone())
+            .unwrap_or_default();
+        let archive = chart
+            .dir
+            .join("charts")
+            .join(format!("{}-{version}.tgz", dep.name));
+        let unpacked = chart.dir.join("charts").join(&dep.name).join("Chart.yaml");
+        !archive.is_file() && !unpacked_version_is(&unpacked, &version)
+    });
+    if missing {
+        let dir = chart.dir.display().to_string();
+        helm::run(&["dependency", "build", &dir]).await?;
+    }
+    Ok(())
+}
+
+fn chart_lock_versions(dir: &Path) -> BTreeMap<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Lock {
+        #[serde(default)]
+        dependencies: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        name: String,
+        version: String,
+    }
+    crate::formats::yaml::read_single::<Lock>(&dir.join("Chart.lock"))
+        .map(|lock| {
+            lock.dependencies
+                .into_iter()
+                .map(|e| (e.name, e.version))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An unpacked subchart satisfies an exact version only by having it; a range (`^1.2`, `~1`,
+/// `>=1`) without a Chart.lock to pin it is satisfied by whatever is unpacked.
+fn unpacked_version_is(chart_yaml: &Path, version: &str) -> bool {
+    let exact = !version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
+    crate::formats::yaml::read_single::<crate::formats::chart::ChartMetadata>(chart_yaml)
+        .is_ok_and(|c| !exact || c.version == version)
+}
+
+async fn helm_template(
+    request: &RenderRequest,
+    chart: &UmbrellaChart,
+) -> Result<String, HelmError> {
+    let release = request
+        .release
+        .clone()
+        .unwrap_or_else(|| chart.metadata.name.clone());
+    let namespace = request
+        .namespace
+        .clone()
+        .unwrap_or_else(|| request.env.clone());
+    // values.yaml, then values-<env>.yaml when there is one, then the caller's files.
+    let defaults = [
+        chart.dir.join("values.yaml"),
+        chart.dir.join(format!("values-{}.yaml", request.env)),
+    ];
+    let values: Vec<&PathBuf> = defaults
+        .iter()
+        .filter(|f| f.is_file())
+        .chain(&request.extra_values)
+        .collect();
+    let chart_dir = chart.dir.display().to_string();
+    let mut args = vec![
+        "template".to_string(),
+        release,
+        chart_dir,
+        "--namespace".into(),
+        namespace,
+    ];
+    args.extend(["--include-crds".into(), "--skip-tests".into()]);
+    for file in values {
+        args.push("--values".into());
+        args.push(file.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    helm::run(&args).await
+}
+
+fn refuse_plaintext_secrets(objects: &[RenderedObject], allowed: bool) -> Result<(), RenderError> {
+    let secrets: Vec<String> = objects
+        .iter()
+        .filter(|o| o.kind() == "Secret" && o.api_version() == "v1")
+        .map(|o| format!("  {} (app {}, from {})", o.describe(), o.app, o.source))
+        .collect();
+    if secrets.is_empty() || allowed {
+        return Ok(());
+    }
+    Err(RenderError::Refused(format!(
+        "refusing to write plaintext Secrets into the state (it is a git repository):\n{}\nUse SealedSecrets, SOPS or ExternalSecrets so the state only holds encrypted or referenced secrets, or pass --allow-plaintext-secrets.",
+        secrets.join("\n")
+    )))
+}
+
+/// Kinds without a namespace. Custom resources are namespaced unless their CRD (rendered here)
+/// says `scope: Cluster`.
+const CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "APIService",
+    "CSIDriver",
+    "CSINode",
+    "CertificateSigningRequest",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ComponentStatus",
+    "CustomResourceDefinition",
+    "FlowSchema",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
+
+/// Whether objects of `kind` live in a namespace, given the CRDs being rendered.
+pub fn is_namespaced(kind: &str, cluster_scoped_crd_kinds: &BTreeSet<String>) -> bool {
+    !CLUSTER_SCOPED_KINDS.contains(&kind) && !cluster_scoped_crd_kinds.contains(kind)
+}
+
+fn fill_namespaces(objects: &mut [RenderedObject], namespace: &str) {
+    let cluster_crds: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| o.kind() == "CustomResourceDefinition" && o.value["spec"]["scope"] == "Cluster")
+        .filter_map(|o| {
+            o.value["spec"]["names"]["kind"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    for object in objects {
+        if object.namespace().is_none()
+            && is_namespaced(object.kind(), &cluster_crds)
+            && let Some(metadata) = object.value["metadata"].as_object_mut()
+        {
+            metadata.insert("namespace".into(), Value::String(namespace.to_string()));
+        }
+    }
+}
+
+/// Every distinct image reference, with where it is used: (app, object, field).
+type Uses = BTreeMap<String, Vec<(String, String, String)>>;
+
+fn image_uses(objects: &[RenderedObject], rules: &Rules) -> Uses {
+    let mut uses = Uses::new();
+    for object in objects {
+        for (field, image) in images::find(&object.value, rules) {
+            uses.entry(image)
+                .or_default()
+                .push((object.app.clone(), object.describe(), field));
+        }
+    }
+    uses
+}
+
+fn unresolved_message(unresolved: &[pin::Unresolved], uses: &Uses) -> String {
+    let mut lines = vec!["cannot pin these images to a digest; nothing was written:".to_string()];
+    for item in unresolved {
+        lines.push(format!("  {}: {}", item.reference, item.reason));
+        for (app, object, field) in uses.get(&item.reference).into_iter().flatten() {
+            lines.push(format!("    used by app {app}, {object}, field {field}"));
+        }
+    }
+    lines.join("\n")
+}
+
+/// Replaces every image of `object` by its pinned reference and records the origins.
+fn pin_object(object: &mut RenderedObject, rules: &Rules, pinned: &BTreeMap<String, LockedImage>) {
+    let mut used: BTreeMap<String, &LockedImage> = BTreeMap::new();
+    images::rewrite(&mut object.value, rules, &mut |_, image| {
+        let entry = pinned.get(image)?;
+        used.insert(entry.new_image.clone(), entry);
+        Some(entry.new_image.clone())
+    });
+    if used.is_empty() {
+        return;
+    }
+    let record: Vec<Value> = used
+        .values()
+        .map(|entry| serde_json::json!({"url": entry.new_image, "origins": entry.origins}))
+        .collect();
+    let text = manifest::to_yaml(&Value::Array(record));
+    if let Some(metadata) = object.value["metadata"].as_object_mut() {
+        let annotations = metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(map) = annotations.as_object_mut() {
+            map.insert(IMAGES_ANNOTATION.into(), Value::String(text));
+        }
+    }
+}
+
+fn summarize(objects: &[RenderedObject]) -> Vec<AppSummary> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for object in objects {
+        *counts.entry(&object.app).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(name, objects)| AppSummary {
+            name: name.into(),
+            objects,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(kind: &str, name: &str, extra: Value) -> RenderedObject {
+        let mut value =
+            serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}});
+        if let (Some(v), Some(e)) = (value.as_object_mut(), extra.as_object()) {
+            v.extend(e.clone());
+        }
+        RenderedObject {
+            app: "a".into(),
+            source: "shop/charts/a/templates/x.yaml".into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn namespaces_are_filled_for_namespaced_kinds_only() {
+        let crd = object(
+            "CustomResourceDefinition",
+            "widgets.example.com",
+            serde_json::json!({"spec": {"scope": "Cluster", "names": {"kind": "Widget"}}}),
+        );
+        let mut objects = vec![
+            object("ConfigMap", "c", Value::Null),
+            object("ClusterRole", "r", Value::Null),
+            object("Widget", "w", Value::Null),
+            object("Gadget", "g", Value::Null),
+            crd,
+        ];
+        objects[0].value["metadata"]["namespace"] = "explicit".into();
+        fill_namespaces(&mut objects, "production");
+        let namespaces: Vec<Option<&str>> = objects.iter().map(|o| o.namespace()).collect();
+        assert_eq!(
+            namespaces,
+            [Some("explicit"), None, None, Some("production"), None]
+        );
+    }
+
+    #[test]
+    fn secrets_are_refused_unless_allowed() {
+        let objects = vec![object("Secret", "db", Value::Null)];
+        let err = refuse_plaintext_secrets(&objects, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Secret/db (app a, from shop/charts/a/templates/x.yaml)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("SealedSecrets, SOPS or ExternalSecrets"),
+            "{err}"
+        );
+        assert!(refuse_plaintext_secrets(&objects, true).is_ok());
+    }
+
+    #[test]
+    fn pinning_rewrites_and_annotates() {
+        let mut o = object(
+            "Pod",
+            "p",
+            serde_json::json!({"spec": {"containers": [{"image": "app"}, {"image": "app"}]}}),
+        );
+        let entry = LockedImage {
+            image: "app".into(),
+            new_image: "r/app@sha256:abc".into(),
+            preresolved: true,
+            origins: vec![crate::formats::images_lock::Origin::Local {
+                path: "services/app".into(),
+            }],
+        };
+        let pinned = BTreeMap::from([("app".to_string(), entry)]);
+        pin_object(&mut o, &Rules::default_only(), &pinned);
+        assert_eq!(
+            o.value["spec"]["containers"][1]["image"],
+            "r/app@sha256:abc"
+        );
+        assert_eq!(
+            o.value["metadata"]["annotations"][IMAGES_ANNOTATION],
+            "- url: r/app@sha256:abc\n  origins:\n  - local:\n      path: services/app\n"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The state directory of one environment: its files in memory, written as a whole (a complete
+//! new directory replaces the old one, or nothing changes), or compared with what is on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::formats::images_lock::ImagesLock;
+use crate::formats::layout::IMAGES_LOCK_FILE;
+use crate::formats::manifest;
+
+use super::split::RenderedObject;
+
+/// Relative path -> content of every file of an environment's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateFiles {
+    pub files: BTreeMap<PathBuf, String>,
+}
+
+/// The file names an object may take, the plainest first; the last one is unique per group,
+/// kind, namespace and name.
+fn file_names(object: &RenderedObject) -> [PathBuf; 3] {
+    let kind = object.kind().to_ascii_lowercase();
+    let name = object.name();
+    let namespace = object.namespace().unwrap_or("cluster");
+    let group = object
+        .api_version()
+        .rsplit_once('/')
+        .map_or("core", |(group, _)| group);
+    let app = Path::new(&object.app);
+    [
+        app.join(format!("{kind}-{name}.yaml")),
+        app.join(format!("{kind}-{namespace}-{name}.yaml")),
+        app.join(format!("{kind}.{group}-{namespace}-{name}.yaml")),
+    ]
+}
+
+impl StateFiles {
+    /// One file per object, `<app>/<kind>-<name>.yaml`, and the lock. When two objects of an
+    /// app would share a file, the namespace is added (`<kind>-<namespace>-<name>.yaml`), then
+    /// the API group too (`<kind>.<group>-<namespace>-<name>.yaml`, `core` for the core group).
+    pub fn from_objects(objects: &[RenderedObject], lock: &ImagesLock) -> Result<Self, String> {
+        let mut files = BTreeMap::new();
+        let mut taken: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let mut seen: BTreeMap<[&str; 4], &str> = BTreeMap::new();
+        for object in objects {
+            let group = object.api_version().rsplit_once('/').map_or("", |(g, _)| g);
+            let identity = [
+                group,
+                object.kind(),
+                object.namespace().unwrap_or(""),
+                object.name(),
+            ];
+            if let Some(first) = seen.insert(identity, &object.source) {
+                return Err(format!(
+                    "app {}: {} is rendered twice (from {first} and {}); names must be unique per kind and namespace",
+                    object.app,
+                    object.describe(),
+                    object.source
+                ));
+            }
+            let candidates = file_names(object);
+            let Some(path) = candidates.iter().find(|p| !taken.contains_key(*p)).cloned() else {
+                return Err(format!(
+                    "app {}: {} has no file name of its own: {} are taken",
+                    object.app,
+                    object.describe(),
+                    candidates.map(|p| p.display().to_string()).join(", ")
+                ));
+            };
+            taken.insert(path.clone(), object.source.clone());
+            files.insert(
+                path,
+                format!(
+                    "# Source: {}\n{}",
+                    object.source,
+                    manifest::to_yaml(&object.value)
+                ),
+            );
+        }
+        files.insert(PathBuf::from(IMAGES_LOCK_FILE), lock.to_yaml());
+        Ok(StateFiles { files })
+    }
+
+    /// Reads what is on disk under `dir` (empty when it does not exist).
+    pub fn read(dir: &Path) -> std::io::Result<Self> {
+        let mut files = BTreeMap::new();
+        if dir.is_dir() {
+            read_into(dir, dir, &mut files)?;
+        }
+        Ok(StateFiles { files })
+    }
+
+    /// Writes every file into a new directory beside `dir`, then swaps it in for `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{name}.new-"))
+            .tempdir_in(parent)?;
+        let directories: std::collections::BTreeSet<&Path> =
+            self.files.keys().filter_map(|p| p.parent()).collect();
+        for directory in directories {
+            std::fs::create_dir_all(staging.path().join(directory))?;
+        }
+        for (relative, content) in &self.files {
+            let file = staging.path().join(relative);
+            // An unchanged file is linked, not written again: on many filesystems creating a
+            // file costs far more than linking one, and most of a state is unchanged between
+            // renders. The old directory is only ever removed, never changed in place.
+            let previous = dir.join(relative);
+            if !(unchanged(&previous, content) && std::fs::hard_link(&previous, &file).is_ok()) {
+                std::fs::write(&file, content)?;
+            }
+        }
+        let staged = staging.keep();
+        let swap = || -> std::io::Result<()> {
+            if dir.exists() {
+                let old = tempfile::Builder::new()
+                    .prefix(&format!(".{name}.old-"))
+                    .tempdir_in(parent)?
+                    .keep();
+                std::fs::remove_dir(&old)?;
+                std::fs::rename(dir, &old)?;
+                if let Err(e) = std::fs::rename(&staged, dir) {
+                    // Put the previous state back: nothing changes on failure.
+                    std::fs::rename(&old, dir)?;
+                    return Err(e);
+                }
+                std::fs::remove_dir_all(&old)
+            } else {
+                std::fs::rename(&staged, dir)
+            }
+        };
+        swap().inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&staged);
+        })
+    }
+
+    /// A short unified diff from `before` to `self`; `None` when they are the same.
+    pub fn diff_from(&self, before: &StateFiles, max_lines: usize) -> Option<String> {
+        let paths: std::collections::BTreeSet<&PathBuf> =
+            self.files.keys().chain(before.files.keys()).collect();
+        let mut out = Vec::new();
+        for path in paths {
+            let old = before.files.get(path).map(String::as_str).unwrap_or("");
+            let new = self.files.get(path).map(String::as_str).unwrap_or("");
+            if old == new {
+                continue;
+            }
+            let name = path.display().to_string();
+            let diff = similar::TextDiff::from_lines(old, new);
+            let text = diff
+                .unified_diff()
+                .context_radius(2)
+                .header(&format!("a/{name}"), &format!("b/{name}"))
+                .to_string();
+            out.extend(text.lines().map(str::to_string));
+        }
+        if out.is_empty() {
+            return None;
+        }
+        let total = out.len();
+        out.truncate(max_lines);
+        if total > max_lines {
+            out.push(format!("... {} more lines", total - max_lines));
+        }
+        Some(out.join("\n"))
+    }
+}
+
+/// The file holds exactly `content`, with the mode a fresh file gets (not executable).
+fn unchanged(file: &Path, content: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o111 == 0)
+        && std::fs::read(file).is_ok_and(|old| old == content.as_bytes())
+}
+
+fn read_into(
+    root: &Path,
+    dir: &Path,
+    files: &mut BTreeMap<PathBuf, String>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            read_into(root, &path, files)?;
+        } else {
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            files.insert(relative, std::fs::read_to_string(&path)?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(entries: &[(&str, &str)]) -> StateFiles {
+        StateFiles {
+            files: entries
+                .iter()
+                .map(|(p, c)| (PathBuf::from(p), c.to_string()))
+                .collect(),
+        }
+    }
+
+    fn rendered(api_version: &str, kind: &str, namespace: &str, name: &str) -> RenderedObject {
+        RenderedObject {
+            app: "app".into(),
+            source: format!("shop/charts/app/templates/{name}.yaml"),
+            value: serde_json::json!({
+                "apiVersion": api_version, "kind": kind,
+                "metadata": {"name": name, "namespace": namespace},
+            }),
+        }
+    }
+
+    #[test]
+    fn file_names_grow_only_as_much_as_two_objects_need() {
+        let objects = [
+            rendered("v1", "Service", "a", "web"),
+            rendered("v1", "Service", "b", "web"),
+            rendered("serving.knative.dev/v1", "Service", "b", "web"),
+            rendered("v1", "ConfigMap", "a", "web"),
+        ];
+        let state = StateFiles::from_objects(&objects, &ImagesLock::default()).unwrap();
+        let names: Vec<String> = state
+            .files
+            .keys()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "app/configmap-web.yaml",
+                "app/service-b-web.yaml",
+                "app/service-web.yaml",
+                "app/service.serving.knative.dev-b-web.yaml",
+                IMAGES_LOCK_FILE,
+            ]
+        );
+        let twice = [objects[1].clone(), objects[1].clone(), objects[1].clone()];
+        let error = StateFiles::from_objects(&twice, &ImagesLock::default()).unwrap_err();
+        assert!(error.contains("Service/web is rendered twice"), "{error}");
+    }
+
+    #[test]
+    fn an_unchanged_file_is_linked_and_a_changed_one_written() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("umbrella-state/production");
+        let inode = |file: &str| std::fs::metadata(dir.join(file)).unwrap().ino();
+        files(&[("a/same.yaml", "1\n"), ("a/changed.yaml", "1\n")])
+            .write(&dir)
+            .unwrap();
+        let (same, changed) = (inode("a/same.yaml"), inode("a/changed.yaml"));
+        files(&[("a/same.yaml", "1\n"), ("a/changed.yaml", "2\n")])
+            .write(&dir)
+            .unwrap();
+        assert_eq!(inode("a/same.yaml"), same);
+        assert_ne!(inode("a/changed.yaml"), changed);
+        assert_eq!(
+            StateFiles::read(&dir).unwrap(),
+            files(&[("a/same.yaml", "1\n"), ("a/changed.yaml", "2\n")])
+        );
+    }
+
+    #[test]
+    fn write_replaces_the_whole_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("umbrella-state/production");
+        files(&[("a/x.yaml", "1\n"), ("gone.yaml", "old\n")])
+            .write(&dir)
+            .unwrap();
+        files(&[("a/x.yaml", "2\n"), ("b/y.yaml", "3\n")])
+            .write(&dir)
+            .unwrap();
+        let on_disk = StateFiles::read(&dir).unwrap();
+        assert_eq!(on_disk, files(&[("a/x.yaml", "2\n"), ("b/y.yaml", "3\n")]));
+        let leftovers: Vec<_> = std::fs::read_dir(root.path().join("umbrella-state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("production")]);
+    }
+
+    #[test]
+    fn diff_names_files_and_lines() {
+        let before = files(&[("a/x.yaml", "k: 1\n"), ("gone.yaml", "g\n")]);
+        let after = files(&[("a/x.yaml", "k: 2\n")]);
+        let diff = after.diff_from(&before, 100).unwrap();
+        assert!(
+            diff.contains("--- a/a/x.yaml") && diff.contains("-k: 1") && diff.contains("+k: 2"),
+            "{diff}"
+        );
+        assert!(diff.contains("a/gone.yaml"), "{diff}");
+        assert_eq!(after.diff_from(&after, 100), None);
+    }
+}
