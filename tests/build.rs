@@ -56,6 +56,12 @@ fn append(path: &Path, line: &str) {
     std::fs::write(path, format!("{text}{line}\n")).expect("write");
 }
 
+/// Writes `text` to `file` of the repository, then builds everything.
+fn build_after_writing(repo: &Path, file: &str, text: &str) -> (i32, Value, String) {
+    std::fs::write(repo.join(file), text).expect("write");
+    build(repo, &[], &[])
+}
+
 fn lock_text(repo: &Path) -> String {
     std::fs::read_to_string(repo.join("umbrella-state/images.lock.yaml"))
         .expect("images lock written")
@@ -110,12 +116,8 @@ fn builds_the_example_then_builds_nothing_then_only_what_changed() {
     );
 
     // README.md is excluded by the service's .dockerignore: not part of the content.
-    std::fs::write(
-        repo.path().join("services/user-service/README.md"),
-        "changed\n",
-    )
-    .expect("write");
-    let (_, report, _) = build(repo.path(), &[], &[]);
+    let (_, report, _) =
+        build_after_writing(repo.path(), "services/user-service/README.md", "changed\n");
     assert_eq!(
         outcomes(&report),
         vec![
@@ -124,12 +126,11 @@ fn builds_the_example_then_builds_nothing_then_only_what_changed() {
         ]
     );
 
-    std::fs::write(
-        repo.path().join("services/user-service/www/index.html"),
+    let (code, report, text) = build_after_writing(
+        repo.path(),
+        "services/user-service/www/index.html",
         "<p>new</p>\n",
-    )
-    .expect("write");
-    let (code, report, text) = build(repo.path(), &[], &[]);
+    );
     assert_eq!(code, 0, "{text}");
     assert_eq!(
         outcomes(&report),
@@ -287,12 +288,11 @@ fn bad_input_is_named_and_nothing_is_built() {
     assert!(text.contains("nothing was built"), "{text}");
     assert!(!repo.path().join("umbrella-state/images.lock.yaml").exists());
 
-    std::fs::write(
-        repo.path().join("sources.yaml"),
+    let (code, _, text) = build_after_writing(
+        repo.path(),
+        "sources.yaml",
         "apiVersion: kbld.k14s.io/v1alpha1\nkind: Sources\nsources:\n- image: a\n  path: services/order-service\n  kubectlBuildkit: {build: {}}\n",
-    )
-    .expect("write");
-    let (code, _, text) = build(repo.path(), &[], &[]);
+    );
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains("sources.yaml:")

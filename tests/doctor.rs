@@ -162,6 +162,16 @@ fn registry_b_setup(auth: Option<&str>) -> (tempfile::TempDir, tempfile::TempDir
     (repo, config)
 }
 
+/// Runs the doctor with a Docker config holding `auth` (or nothing) for registry B.
+fn doctor_with_docker_config(auth: Option<&str>) -> (i32, String) {
+    let (repo, config) = registry_b_setup(auth);
+    doctor(
+        repo.path(),
+        &[],
+        &[("DOCKER_CONFIG", config.path().to_str().expect("utf-8"))],
+    )
+}
+
 #[test]
 fn registry_credentials_accepted_missing_and_refused() {
     let registry_b = testenv("UMBRELLA_TEST_REGISTRY_B");
@@ -176,12 +186,7 @@ fn registry_credentials_accepted_missing_and_refused() {
         "{text}"
     );
 
-    let (repo, config) = registry_b_setup(None);
-    let (code, text) = doctor(
-        repo.path(),
-        &[],
-        &[("DOCKER_CONFIG", config.path().to_str().expect("utf-8"))],
-    );
+    let (code, text) = doctor_with_docker_config(None);
     assert_eq!(code, 1, "{text}");
     assert!(
         line(&text, &name).contains("credentials were missing"),
@@ -193,12 +198,7 @@ fn registry_credentials_accepted_missing_and_refused() {
     );
 
     let wrong = base64_basic(&user, "wrong-secret-xyz");
-    let (repo, config) = registry_b_setup(Some(&wrong));
-    let (code, text) = doctor(
-        repo.path(),
-        &[],
-        &[("DOCKER_CONFIG", config.path().to_str().expect("utf-8"))],
-    );
+    let (code, text) = doctor_with_docker_config(Some(&wrong));
     assert_eq!(code, 1, "{text}");
     assert!(
         line(&text, &name).contains("credentials were refused"),

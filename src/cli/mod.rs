@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use crate::adapters::git;
 use crate::exit::{self, ExitStatus};
+use crate::formats::layout;
 use crate::report::{self, OutputFormat, progress::Terminal};
 use crate::stages::deploy::diff::{self, DiffRequest};
 use crate::stages::deploy::history;
@@ -148,7 +149,7 @@ fn print_commit(env: &str, committed: &Result<commit::CommitOutcome, commit::Com
             message.lines().next().unwrap_or_default()
         ),
         Ok(commit::CommitOutcome::Unchanged) => {
-            println!("nothing to commit: umbrella-state/{env} is unchanged")
+            println!("nothing to commit: {} is unchanged", layout::env_path(env))
         }
         Err(error) => eprintln!("umbrella commit: {error}"),
     }

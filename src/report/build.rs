@@ -5,7 +5,7 @@ use std::io::Write;
 use crate::stages::build::{BuildReport, Outcome};
 use crate::stages::ci::CiReport;
 
-use super::{OutputFormat, write_json};
+use super::output::{OutputFormat, write_json};
 
 /// Writes the build report: a line per image, then each failure with its last log lines.
 pub fn write_build(

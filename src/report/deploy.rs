@@ -3,10 +3,11 @@
 use std::io::Write;
 
 use crate::adapters::git::UNCOMMITTED;
+use crate::formats::layout;
 use crate::stages::deploy::DeployReport;
 use crate::stages::deploy::source::DeploySource;
 
-use super::{OutputFormat, op_column, write_counts, write_deleted_apps, write_json};
+use super::output::{OutputFormat, op_column, write_counts, write_deleted_apps, write_json};
 
 /// Writes a deploy's summary: per app, how many objects were created, updated, unchanged,
 /// deleted and failed, and how long it took; `--output json` prints every object.
@@ -44,8 +45,9 @@ pub fn source_warnings(command: &str, source: &DeploySource) -> Vec<String> {
     }
     if command == "deploy" && !uncommitted.is_empty() {
         warnings.push(format!(
-            "umbrella deploy: no commit holds the state of {} (uncommitted changes? after `git checkout REV -- umbrella-state/ENV`, files added since REV stay: use --no-overlay)",
-            uncommitted.join(", ")
+            "umbrella deploy: no commit holds the state of {} (uncommitted changes? after `git checkout REV -- {}`, files added since REV stay: use --no-overlay)",
+            uncommitted.join(", "),
+            layout::env_path("ENV")
         ));
     }
     warnings

@@ -5,7 +5,9 @@ use std::io::Write;
 use crate::stages::deploy::Op;
 use crate::stages::deploy::diff::DiffReport;
 
-use super::{OutputFormat, op_column, write_counts, write_deleted_apps, write_json, write_unified};
+use super::output::{
+    OutputFormat, op_column, write_counts, write_deleted_apps, write_json, write_unified,
+};
 
 /// Writes what a deploy would change: each changed object's diff, the deletions, a table per
 /// app, and a one-line total.

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::stages::doctor::Check;
 
-use super::{OutputFormat, write_json};
+use super::output::{OutputFormat, write_json};
 
 /// Writes the doctor's checks: `ok`/`FAIL`, the name, the detail, and the hint under a failure.
 pub fn write_checks(

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::adapters::git::StateCommit;
 
-use super::{OutputFormat, write_json};
+use super::output::{OutputFormat, write_json};
 
 /// Writes an environment's state commits, newest first, the live one marked with `*`.
 pub fn write_history(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::progress::Progress;
 
-use super::OutputFormat;
+use super::output::OutputFormat;
 
 /// [`Progress`] drawn on stderr.
 pub enum Terminal {

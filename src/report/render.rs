@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::stages::render::Rendered;
 
-use super::{OutputFormat, write_json};
+use super::output::{OutputFormat, write_json};
 
 /// Writes what a render produced: apps, pinned images, where it went.
 pub fn write_render(

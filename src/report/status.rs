@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::stages::deploy::status::{Health, StatusReport};
 
-use super::{OutputFormat, write_json, write_unified};
+use super::output::{OutputFormat, write_json, write_unified};
 
 /// Writes per app its live commit, sync and health, then every object that is drifted or not
 /// healthy, with why.

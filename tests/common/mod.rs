@@ -28,6 +28,13 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{:x}", std::process::id(), nanos % 0xffff_ffff)
 }
 
+/// Writes a file (and the directories on its way) for a test.
+pub fn write_file(path: impl AsRef<Path>, text: impl AsRef<[u8]>) {
+    let path = path.as_ref();
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
+    std::fs::write(path, text).expect("write file");
+}
+
 /// Copies a directory tree (files and directories only).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create dir");
@@ -59,30 +66,14 @@ pub fn example_repository() -> tempfile::TempDir {
 
 /// Commits everything in the work tree of `dir` (a test author, whatever git's configuration).
 pub fn commit_all(dir: &Path, message: &str) -> String {
-    let repo = git2::Repository::open(dir).expect("open repository");
-    let mut index = repo.index().expect("index");
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .expect("add");
-    index.update_all(["*"], None).expect("update");
-    index.write().expect("write index");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("find tree");
-    let signature =
-        git2::Signature::now("umbrella tests", "tests@umbrella.invalid").expect("signature");
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(
-        Some("HEAD"),
-        &signature,
-        &signature,
+    umbrella::adapters::git::commit_paths(
+        dir,
+        "*",
         message,
-        &tree,
-        &parents,
+        Some("umbrella tests <tests@umbrella.invalid>"),
     )
     .expect("commit")
-    .to_string()
+    .expect("a change to commit")
 }
 
 /// Runs the umbrella binary in `dir`; returns the exit code, stdout and stderr.

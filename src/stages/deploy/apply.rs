@@ -11,9 +11,10 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::inventory::APP_LABEL;
+use super::outcome::{DeployError, Op};
 use super::plan::{StateCrds, Target, defined_by_state, label_of};
 use super::ready::{self, Readiness};
-use super::{COMMIT_ANNOTATION, DeployError, DeployRequest, MANAGED_BY, Op};
+use super::request::{COMMIT_ANNOTATION, DeployRequest, MANAGED_BY};
 use crate::adapters::cluster::{self, ClusterError};
 use crate::progress::Progress;
 

@@ -4,7 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{COMMIT_ANNOTATION, Op};
+use super::outcome::Op;
+use super::request::COMMIT_ANNOTATION;
 use crate::formats::manifest;
 
 /// Metadata the API server sets: never part of what a deploy changes.

@@ -11,9 +11,9 @@ use kube::discovery::Discovery;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Op;
 use super::apply::{describe_apply_error, prepared};
 use super::inventory::APP_LABEL;
+use super::outcome::Op;
 use super::plan::{StateCrds, Target, defined_by_state};
 use crate::adapters::cluster;
 use crate::formats::object_ref::ObjectRef;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::formats::layout::AppId;
 use crate::formats::manifest;
 use crate::formats::object_ref::ObjectRef;
 
@@ -30,7 +31,7 @@ pub fn app_dirs(state_dir: &Path, env: &str) -> std::io::Result<BTreeMap<String,
         let entry = entry?;
         if entry.file_type()?.is_dir() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            apps.insert(format!("{env}-{name}"), entry.path());
+            apps.insert(AppId::new(env, &name).to_string(), entry.path());
         }
     }
     Ok(apps)

@@ -9,9 +9,11 @@ use serde::Serialize;
 
 use super::compare::{Comparison, ObjectDiff, live_object};
 use super::inventory::Inventory;
+use super::outcome::{DeployError, Op};
 use super::prune::stale;
+use super::request::Group;
 use super::source::DeploySource;
-use super::{DeployError, Group, Op, desired, plan};
+use super::{desired, plan};
 use crate::adapters::cluster;
 use crate::exit;
 use crate::formats::object_ref::ObjectRef;

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{DeployError, Group};
+use super::outcome::DeployError;
+use super::request::Group;
 use crate::adapters::git::{self, GitError, StateCommit};
 use crate::exit::{self, ExitStatus};
 use crate::formats::layout;

@@ -8,8 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
-use super::DeployError;
-use super::inventory::Inventories;
+use super::inventory::{Inventories, InventoryError};
 
 /// A lock whose holder died is free again this long after its last renewal.
 const LEASE_SECONDS: i32 = 15;
@@ -35,11 +34,14 @@ pub enum LeaseError {
 }
 
 /// Runs `work` holding the group's lock (the inventory namespace is created if missing).
-pub(super) async fn with_group_lock<T>(
+pub(super) async fn with_group_lock<T, E>(
     inventories: &Inventories,
     lock_timeout: Duration,
-    work: impl Future<Output = Result<T, DeployError>>,
-) -> Result<T, DeployError> {
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E>
+where
+    E: From<LeaseError> + From<InventoryError>,
+{
     inventories.ensure_namespace().await?;
     let holder = format!("{}@{}", std::process::id(), hostname());
     let lock = GroupLock::take(inventories, &holder, lock_timeout).await?;

@@ -15,174 +15,31 @@ pub mod history;
 pub mod inventory;
 mod lease;
 pub mod order;
+mod outcome;
 mod plan;
 mod prune;
 pub mod ready;
+mod request;
 pub mod source;
 pub mod status;
 mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::Client;
-use serde::Serialize;
 
-use crate::adapters::cluster::{self, Cluster, ClusterError};
-use crate::exit::{self, ExitStatus};
+use crate::adapters::cluster;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
 use inventory::{Inventories, Inventory, InventoryError};
-use lease::LeaseError;
+use outcome::failed;
 use plan::Target;
-use source::DeploySource;
 use wait::WaitError;
 
+pub use outcome::{DeployError, DeployReport, ObjectReport, Op};
 pub use prune::{DeleteRequest, delete_group};
-
-/// The annotation with the state commit an object was deployed from.
-pub const COMMIT_ANNOTATION: &str = "umbrella.dev/state-commit";
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-const DISABLE_WAIT: &str = "kapp.k14s.io/disable-wait";
-
-/// Which app group, in which cluster.
-#[derive(Debug, Clone)]
-pub struct Group {
-    pub env: String,
-    /// The kubeconfig context; the current one when `None`.
-    pub context: Option<String>,
-    /// Where the group's inventories and deploy lock live.
-    pub inventory_namespace: String,
-}
-
-impl Group {
-    async fn connect(&self) -> Result<Client, DeployError> {
-        Ok(Cluster::connect(self.context.as_deref()).await?.client)
-    }
-
-    fn inventories(&self, client: &Client) -> Inventories {
-        Inventories::new(client.clone(), &self.inventory_namespace, &self.env)
-    }
-}
-
-/// What to deploy, and how.
-#[derive(Debug)]
-pub struct DeployRequest {
-    pub group: Group,
-    pub source: DeploySource,
-    pub wait_timeout: Duration,
-    pub concurrency: usize,
-    pub force_conflicts: bool,
-    pub adopt: bool,
-    pub lock_timeout: Duration,
-}
-
-/// What happened to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    Create,
-    Update,
-    Unchanged,
-    Delete,
-}
-
-/// What happened to one object in a deploy, prune or delete.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectReport {
-    pub app: String,
-    pub object: String,
-    pub op: Op,
-    /// `ok`, `failed` or `timeout`.
-    pub result: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    pub duration_ms: u128,
-}
-
-impl ObjectReport {
-    /// `ok`, or `failed` with the error as the message.
-    fn new(
-        app: &str,
-        object: &ObjectRef,
-        op: Op,
-        error: Option<String>,
-        duration_ms: u128,
-    ) -> Self {
-        ObjectReport {
-            app: app.to_string(),
-            object: object.to_string(),
-            op,
-            result: if error.is_some() {
-                "failed".into()
-            } else {
-                "ok".into()
-            },
-            message: error,
-            duration_ms,
-        }
-    }
-}
-
-/// Everything a deploy (or delete) did, object by object.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeployReport {
-    pub env: String,
-    pub objects: Vec<ObjectReport>,
-    pub deleted_apps: Vec<String>,
-    pub duration_ms: u128,
-}
-
-/// The deploy did not succeed. Each variant has its exit status (see README).
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    #[error("invalid input:\n  {}", .0.join("\n  "))]
-    Invalid(Vec<String>),
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error(transparent)]
-    Inventory(#[from] InventoryError),
-    #[error(transparent)]
-    Lease(#[from] LeaseError),
-    #[error("{0}")]
-    Preflight(String),
-    #[error("a temporary directory: {0}")]
-    Scratch(std::io::Error),
-    #[error("{reason}")]
-    Failed {
-        report: DeployReport,
-        reason: String,
-    },
-    #[error("timed out; still not ready:\n  {}", waiting.join("\n  "))]
-    Timeout {
-        report: DeployReport,
-        waiting: Vec<String>,
-    },
-}
-
-impl DeployError {
-    /// The report of what was applied before the failure, if anything was.
-    pub fn report(&self) -> Option<&DeployReport> {
-        match self {
-            DeployError::Failed { report, .. } | DeployError::Timeout { report, .. } => {
-                Some(report)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl ExitStatus for DeployError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            DeployError::Invalid(_) => exit::REFUSED,
-            DeployError::Timeout { .. } => exit::TIMEOUT,
-            _ => exit::FAILURE,
-        }
-    }
-}
+pub use request::{COMMIT_ANNOTATION, DeployRequest, Group};
 
 /// Deploys the app group. Everything that can be checked is checked before the first write.
 pub async fn deploy(
@@ -372,13 +229,6 @@ fn settle_waits(
         });
     }
     Ok(())
-}
-
-fn failed(report: &DeployReport, reason: String) -> DeployError {
-    DeployError::Failed {
-        report: report.clone(),
-        reason,
-    }
 }
 
 async fn write_inventory(

@@ -102,6 +102,8 @@ struct Graph {
     real: usize,
     edges: Vec<BTreeSet<usize>>,
     optional: BTreeSet<(usize, usize)>,
+    /// The node of each named group.
+    groups: BTreeMap<String, usize>,
 }
 
 impl Graph {
@@ -115,30 +117,15 @@ impl Graph {
             real: changes.len(),
             edges: vec![BTreeSet::new(); changes.len()],
             optional: BTreeSet::new(),
+            groups: BTreeMap::new(),
         };
-        let mut groups: BTreeMap<String, usize> = BTreeMap::new();
-        let mut group_node = |graph: &mut Graph, name: &str| -> usize {
-            *groups.entry(name.to_string()).or_insert_with(|| {
-                graph.nodes.push(format!("group {name}"));
-                graph.edges.push(BTreeSet::new());
-                graph.nodes.len() - 1
-            })
-        };
-        // Membership: a group waits for its members.
+        // Memberships first: a rule "before upserting G" needs G's members.
         for (index, change) in changes.iter().enumerate() {
-            let mut member_of: Vec<String> = annotation_values(&change.annotations, CHANGE_GROUP);
-            member_of.extend(default_group(change).map(|g| format!("{DEFAULT_PREFIX}{g}")));
-            if custom_resource_kinds.contains(&(change.group.clone(), change.kind.clone())) {
-                member_of.push(format!("{DEFAULT_PREFIX}crs"));
-            }
-            for group in member_of {
-                let node = group_node(&mut graph, &group);
-                graph.edges[node].insert(index);
-            }
+            graph.add_memberships(index, change, custom_resource_kinds);
         }
         for (index, change) in changes.iter().enumerate() {
             for (after, optional) in default_rules(change, custom_resource_kinds) {
-                let node = group_node(&mut graph, &format!("{DEFAULT_PREFIX}{after}"));
+                let node = graph.group_node(&format!("{DEFAULT_PREFIX}{after}"));
                 graph.edges[index].insert(node);
                 if optional {
                     graph.optional.insert((index, node));
@@ -149,31 +136,69 @@ impl Graph {
                 .iter()
                 .filter(|(k, _)| is_key(k, CHANGE_RULE))
             {
-                let bad = || OrderError::BadRule {
-                    index,
-                    key: key.clone(),
-                    value: value.clone(),
-                };
-                let words: Vec<&str> = value.split_whitespace().collect();
-                match words.as_slice() {
-                    ["upsert", "after", "upserting", group] => {
-                        let node = group_node(&mut graph, group);
-                        graph.edges[index].insert(node);
-                    }
-                    ["upsert", "before", "upserting", group] => {
-                        let node = group_node(&mut graph, group);
-                        for member in graph.edges[node].clone() {
-                            graph.edges[member].insert(index);
-                        }
-                    }
-                    // Deletions run the upsert order backwards; these only need to be valid.
-                    ["delete", "before" | "after", "deleting", _] => {}
-                    _ => return Err(bad()),
-                }
+                graph.add_rule(index, key, value)?;
             }
         }
         graph.break_optional_cycles()?;
         Ok(graph)
+    }
+
+    /// The node of a named group, added on first use.
+    fn group_node(&mut self, name: &str) -> usize {
+        if let Some(node) = self.groups.get(name) {
+            return *node;
+        }
+        self.nodes.push(format!("group {name}"));
+        self.edges.push(BTreeSet::new());
+        let node = self.nodes.len() - 1;
+        self.groups.insert(name.to_string(), node);
+        node
+    }
+
+    /// A group waits for its members: the change's own groups, its default group, and the
+    /// custom resources' group.
+    fn add_memberships(
+        &mut self,
+        index: usize,
+        change: &Change,
+        custom_resource_kinds: &BTreeSet<(String, String)>,
+    ) {
+        let mut member_of: Vec<String> = annotation_values(&change.annotations, CHANGE_GROUP);
+        member_of.extend(default_group(change).map(|g| format!("{DEFAULT_PREFIX}{g}")));
+        if custom_resource_kinds.contains(&(change.group.clone(), change.kind.clone())) {
+            member_of.push(format!("{DEFAULT_PREFIX}crs"));
+        }
+        for group in member_of {
+            let node = self.group_node(&group);
+            self.edges[node].insert(index);
+        }
+    }
+
+    /// One `kapp.k14s.io/change-rule` of a change.
+    fn add_rule(&mut self, index: usize, key: &str, value: &str) -> Result<(), OrderError> {
+        let words: Vec<&str> = value.split_whitespace().collect();
+        match words.as_slice() {
+            ["upsert", "after", "upserting", group] => {
+                let node = self.group_node(group);
+                self.edges[index].insert(node);
+            }
+            ["upsert", "before", "upserting", group] => {
+                let node = self.group_node(group);
+                for member in self.edges[node].clone() {
+                    self.edges[member].insert(index);
+                }
+            }
+            // Deletions run the upsert order backwards; these only need to be valid.
+            ["delete", "before" | "after", "deleting", _] => {}
+            _ => {
+                return Err(OrderError::BadRule {
+                    index,
+                    key: key.to_string(),
+                    value: value.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Drops optional (default) edges that close a cycle; a cycle of required edges is an error.

@@ -8,9 +8,9 @@ use kube::Client;
 use kube::api::ApiResource;
 use kube::discovery::Discovery;
 
-use super::DeployError;
 use super::desired::Desired;
 use super::order;
+use super::outcome::DeployError;
 use crate::adapters::cluster;
 use crate::formats::object_ref::ObjectRef;
 

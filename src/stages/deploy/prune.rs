@@ -13,7 +13,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
 use super::inventory::Inventory;
-use super::{DeployError, DeployReport, Group, ObjectReport, Op, failed, lease, order};
+use super::outcome::{DeployError, DeployReport, ObjectReport, Op, failed};
+use super::request::Group;
+use super::{lease, order};
 use crate::adapters::cluster;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;

@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use super::compare::{Comparison, ObjectDiff, live_object};
 use super::inventory::Inventory;
+use super::outcome::{DeployError, Op};
 use super::ready::{self, Readiness};
-use super::{DeployError, Group, Op, desired, plan};
+use super::request::Group;
+use super::{desired, plan};
 use crate::adapters::{cluster, git};
 use crate::exit;
 use crate::formats::layout::AppId;

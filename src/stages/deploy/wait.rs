@@ -11,9 +11,9 @@ use kube::api::{Api, DynamicObject, LogParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use super::DISABLE_WAIT;
 use super::plan::{Target, label_of};
 use super::ready::{self, Readiness};
+use super::request::DISABLE_WAIT;
 use crate::adapters::cluster;
 use crate::progress::Progress;
 

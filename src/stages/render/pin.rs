@@ -100,6 +100,9 @@ pub struct Pinning {
     pub lookups: usize,
 }
 
+/// A registry's answer for one lookup: the pinned reference and the tag it was resolved from.
+type Answers = HashMap<String, Result<(String, String), String>>;
+
 /// Resolves every decision, asking registries concurrently (each distinct lookup once).
 pub async fn resolve(
     decisions: BTreeMap<String, Decision>,
@@ -112,47 +115,19 @@ pub async fn resolve(
             Decision::Known { .. } | Decision::Invalid { .. } => None,
         })
         .collect();
-    let registries = connect_registries(&lookups).await;
-    let answers: HashMap<String, Result<(String, String), String>> =
-        futures_util::stream::iter(lookups.iter().cloned())
-            .map(|lookup| {
-                let registries = &registries;
-                async move {
-                    let answer = ask(registries, &lookup).await;
-                    (lookup, answer)
-                }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+    let answers = ask_all(&lookups, concurrency).await;
     let mut images = BTreeMap::new();
     let mut unresolved = Vec::new();
     for (reference, decision) in decisions {
-        let entry = match decision {
-            Decision::Known { pinned, origins } => Ok((pinned, origins)),
-            Decision::Invalid { reason } => Err(reason),
-            Decision::Lookup { lookup } => match &answers[&lookup] {
-                Ok((pinned, tag)) => Ok((
-                    pinned.clone(),
-                    vec![Origin::Resolved {
-                        url: lookup.clone(),
-                        tag: tag.clone(),
-                    }],
-                )),
-                Err(reason) => Err(reason.clone()),
-            },
-        };
-        match entry {
+        match settle(decision, &answers) {
             Ok((new_image, origins)) => {
-                images.insert(
-                    reference.clone(),
-                    LockedImage {
-                        image: reference,
-                        new_image,
-                        preresolved: true,
-                        origins,
-                    },
-                );
+                let entry = LockedImage {
+                    image: reference.clone(),
+                    new_image,
+                    preresolved: true,
+                    origins,
+                };
+                images.insert(reference, entry);
             }
             Err(reason) => unresolved.push(Unresolved { reference, reason }),
         }
@@ -164,6 +139,36 @@ pub async fn resolve(
         })
     } else {
         Err(unresolved)
+    }
+}
+
+/// Every lookup's answer, `concurrency` requests at a time.
+async fn ask_all(lookups: &BTreeSet<String>, concurrency: usize) -> Answers {
+    let registries = connect_registries(lookups).await;
+    futures_util::stream::iter(lookups.iter().cloned())
+        .map(|lookup| {
+            let registries = &registries;
+            async move {
+                let answer = ask(registries, &lookup).await;
+                (lookup, answer)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// The pinned reference and its origins, or why there is none.
+fn settle(decision: Decision, answers: &Answers) -> Result<(String, Vec<Origin>), String> {
+    match decision {
+        Decision::Known { pinned, origins } => Ok((pinned, origins)),
+        Decision::Invalid { reason } => Err(reason),
+        Decision::Lookup { lookup } => {
+            let answer = answers.get(&lookup).cloned();
+            let (pinned, tag) =
+                answer.unwrap_or_else(|| Err(format!("{lookup}: not looked up")))?;
+            Ok((pinned, vec![Origin::Resolved { url: lookup, tag }]))
+        }
     }
 }
 
