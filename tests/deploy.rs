@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -14,39 +14,6 @@ use serde_json::Value;
 
 use common::group::{Group, client, image};
 use common::{testenv, umbrella, unique};
-
-/// Starts a deploy of the group and returns once its output shows `marker`; a thread drains
-/// the rest of its output.
-fn start_deploy(
-    group: &Group,
-    extra: &[&str],
-    marker: &str,
-) -> (std::process::Child, std::thread::JoinHandle<()>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_umbrella"))
-        .args([
-            "deploy",
-            "app-group",
-            &group.env,
-            "--yes",
-            "--context",
-            "umbrella-test",
-        ])
-        .args(extra)
-        .current_dir(group.repo.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start deploy");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    for line in lines.by_ref().map_while(Result::ok) {
-        if line.contains(marker) {
-            break;
-        }
-    }
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    (child, drain)
-}
 
 fn ops(report: &Value) -> Vec<(String, String)> {
     let mut list: Vec<(String, String)> = report["objects"]
@@ -176,13 +143,13 @@ async fn deploy_redeploy_update_prune_and_delete_an_app() {
     let inventories: Api<ConfigMap> = Api::namespaced(client().await, "umbrella-system");
     assert!(
         inventories
-            .get_opt(&format!("umbrella-app-{env}-extra"))
+            .get_opt(&format!("umbrella.{env}.extra"))
             .await
             .expect("get")
             .is_none()
     );
     let inventory = inventories
-        .get(&format!("umbrella-app-{env}-web"))
+        .get(&format!("umbrella.{env}.web"))
         .await
         .expect("inventory of web");
     let objects = &inventory.data.expect("data")["objects"];
@@ -378,10 +345,7 @@ fn a_killed_deploy_converges_when_run_again() {
         "deployment.yaml",
         &group.deployment("slow", &image(), "        rev: two\n"),
     );
-    let (mut child, drain) = start_deploy(&group, &[], "applying");
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-    let _ = drain.join();
+    group.start(&[], "applying").kill();
     // The lock of the killed run expires; the next run takes it over and converges.
     let (code, report, err) = group.deploy(&["--lock-timeout", "60s"]);
     assert_eq!(code, 0, "{err}");
@@ -430,11 +394,9 @@ fn a_second_deploy_of_the_same_group_is_refused_while_the_first_runs() {
         "    spec:\n      nodeSelector:\n        no-such-node: \"true\"\n      containers:",
     );
     group.write("app", "deployment.yaml", &waiting);
-    let (mut first, drain) = start_deploy(&group, &["--wait-timeout", "60s"], "waiting");
+    let first = group.start(&["--wait-timeout", "60s"], "waiting");
     let (code, _, err) = group.deploy(&[]);
-    first.kill().expect("stop the first deploy");
-    let _ = first.wait();
-    let _ = drain.join();
+    first.kill();
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("holds the lock")

@@ -395,6 +395,77 @@ fn shallow_boundary(repo: &git2::Repository) -> BTreeSet<git2::Oid> {
         .collect()
 }
 
+/// What identifies a repository across its clones: its `origin` (as host and path, whatever
+/// the URL's form) and its root commit (unknown in a shallow clone, whose history is cut).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryId {
+    pub origin: Option<String>,
+    pub root: Option<String>,
+}
+
+impl RepositoryId {
+    /// Whether the two surely name different repositories: their origins differ, or, where
+    /// either has no origin, their root commits do. Unknown parts decide nothing.
+    pub fn differs_from(&self, other: &RepositoryId) -> bool {
+        if let (Some(a), Some(b)) = (&self.origin, &other.origin) {
+            return a != b;
+        }
+        matches!((&self.root, &other.root), (Some(a), Some(b)) if a != b)
+    }
+}
+
+impl std::fmt::Display for RepositoryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.origin, &self.root) {
+            (Some(origin), _) => write!(f, "{origin}"),
+            (None, Some(root)) => write!(
+                f,
+                "the repository whose first commit is {}",
+                &root[..12.min(root.len())]
+            ),
+            (None, None) => write!(f, "an unknown repository"),
+        }
+    }
+}
+
+/// The identity of the repository holding `root` (empty outside a repository).
+pub fn repository_id(root: &Path) -> RepositoryId {
+    let Ok(repo) = git2::Repository::discover(root) else {
+        return RepositoryId::default();
+    };
+    let origin = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(normalized_url));
+    let first = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .ok()
+        .and_then(|head| first_parents(head).last())
+        .filter(|_| !repo.is_shallow())
+        .map(|c| c.id().to_string());
+    RepositoryId {
+        origin,
+        root: first,
+    }
+}
+
+/// `host/path` of a remote URL, whatever its form (`https://`, `ssh://`, `git@host:path`),
+/// without a trailing `.git` or `/`.
+fn normalized_url(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let rest = match rest.split_once(':') {
+        // scp-like `host:path`; a port (`host:2222/path`) is not this form.
+        Some((host, path)) if !url.contains("://") && !host.contains('/') => {
+            format!("{host}/{path}")
+        }
+        _ => rest.to_string(),
+    };
+    let rest = rest.trim_end_matches('/');
+    rest.strip_suffix(".git").unwrap_or(rest).to_lowercase()
+}
+
 /// Whether the repository holding `root` is a shallow clone.
 pub fn is_shallow(root: &Path) -> bool {
     git2::Repository::discover(root).is_ok_and(|r| r.is_shallow())
@@ -508,6 +579,26 @@ mod tests {
             .expect("commit")
             .expect("something to commit");
         git2::Oid::from_str(&id).expect("an id")
+    }
+
+    #[test]
+    fn remote_urls_name_the_same_repository_whatever_their_form() {
+        for url in [
+            "https://github.com/Org/Shop.git",
+            "git@github.com:org/shop.git",
+            "ssh://git@github.com/org/shop",
+            "https://token@github.com/org/shop/",
+        ] {
+            assert_eq!(normalized_url(url), "github.com/org/shop", "{url}");
+        }
+        let id = |origin: Option<&str>, root: Option<&str>| RepositoryId {
+            origin: origin.map(str::to_string),
+            root: root.map(str::to_string),
+        };
+        assert!(id(Some("a"), Some("1")).differs_from(&id(Some("b"), Some("1"))));
+        assert!(!id(Some("a"), Some("1")).differs_from(&id(Some("a"), None)));
+        assert!(id(None, Some("1")).differs_from(&id(Some("a"), Some("2"))));
+        assert!(!id(None, None).differs_from(&id(Some("a"), Some("2"))));
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl BuildArgs {
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// The environment: values-ENV.yaml is applied and the state goes to umbrella-state/ENV.
-    #[arg(long)]
+    #[arg(long, value_parser = layout::parse_env)]
     pub env: String,
     /// More values files, applied after values.yaml and values-ENV.yaml.
     #[arg(long = "values", short = 'f', value_name = "FILE")]
@@ -129,7 +129,7 @@ pub struct RenderArgs {
     #[arg(long)]
     pub release: Option<String>,
     /// Namespace of namespaced objects (default: ENV).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = parse_namespace)]
     pub namespace: Option<String>,
     /// The build stage's images lock.
     #[arg(long = "lock", default_value = DEFAULT_BUILD_LOCK)]
@@ -197,7 +197,7 @@ impl CommitFlags {
 #[derive(Debug, Args)]
 pub struct CommitArgs {
     /// The environment whose state is committed.
-    #[arg(long)]
+    #[arg(long, value_parser = layout::parse_env)]
     pub env: String,
     #[command(flatten)]
     pub flags: CommitFlags,
@@ -244,12 +244,13 @@ pub enum DeleteTarget {
 #[derive(Debug, Args)]
 pub struct GroupArgs {
     /// The environment: its apps are the directories of umbrella-state/ENV.
+    #[arg(value_parser = layout::parse_env)]
     pub env: String,
     /// Kubeconfig context (default: the current context).
     #[arg(long)]
     pub context: Option<String>,
     /// Namespace of the inventories and the deploy lock.
-    #[arg(long, default_value = "umbrella-system")]
+    #[arg(long, default_value = "umbrella-system", value_parser = parse_namespace)]
     pub inventory_namespace: String,
 }
 
@@ -303,6 +304,10 @@ pub struct DeployArgs {
     pub apply: ApplyArgs,
     #[command(flatten)]
     pub write: WriteArgs,
+    /// Deploy although the state is empty or drops every app of the group (which deletes
+    /// everything they own).
+    #[arg(long)]
+    pub allow_empty: bool,
     #[arg(long, short = 'o', value_enum, default_value_t)]
     pub output: OutputFormat,
 }
@@ -354,6 +359,12 @@ impl DeleteArgs {
             lock_timeout: self.write.lock_timeout,
         }
     }
+}
+
+/// A namespace: a DNS label.
+fn parse_namespace(namespace: &str) -> Result<String, String> {
+    crate::formats::names::dns_label(namespace).map_err(|e| format!("namespace {e}"))?;
+    Ok(namespace.to_string())
 }
 
 /// `90s`, `10m`, `1h`, or plain seconds.

@@ -230,6 +230,7 @@ async fn run_deploy(
         force_conflicts: apply.force_conflicts,
         adopt: apply.adopt,
         lock_timeout: args.write.lock_timeout,
+        allow_empty: args.allow_empty,
     };
     let question = format!(
         "Deploy {} apps of {} to the cluster?",

@@ -3,7 +3,9 @@
 //! path of the state is built here, and app names (`<env>-<dir>`, kapp's convention) too.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use super::names;
 
 /// kbld's configuration of the images to build, at the repository root.
 pub const SOURCES_FILE: &str = "sources.yaml";
@@ -15,6 +17,22 @@ pub const STATE_DIR: &str = "umbrella-state";
 pub const IMAGES_LOCK_FILE: &str = "images.lock.yaml";
 /// Where the build stage writes its images lock unless told otherwise.
 pub const DEFAULT_BUILD_LOCK: &str = "umbrella-state/images.lock.yaml";
+
+/// An environment's name: a DNS label, since it names namespaces, Leases and the state's
+/// directory (`--env ../x` must never leave `umbrella-state/`).
+pub fn parse_env(env: &str) -> Result<String, String> {
+    names::dns_label(env).map_err(|e| format!("environment {e}"))?;
+    Ok(env.to_string())
+}
+
+/// Whether `relative` stays below the directory it is joined to: plain names only, no `..`,
+/// no root, nothing empty.
+pub fn stays_below(relative: &Path) -> bool {
+    relative.components().count() > 0
+        && relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
 
 /// `umbrella-state/<env>`, relative to the repository root (as git names paths).
 pub fn env_path(env: &str) -> String {
@@ -39,6 +57,20 @@ pub struct AppId {
 }
 
 impl AppId {
+    /// The app of `env` in directory `dir`, once `dir` is known to be a DNS label short enough
+    /// for the app's name (`<env>-<dir>`, a label value) to stay within 63 characters.
+    pub fn checked(env: &str, dir: &str) -> Result<Self, String> {
+        names::dns_label(dir).map_err(|e| format!("app directory {e}"))?;
+        let app = AppId::new(env, dir);
+        let name = app.to_string();
+        if name.len() > 63 {
+            return Err(format!(
+                "app directory `{dir}`: the app's name `{name}` is longer than 63 characters"
+            ));
+        }
+        Ok(app)
+    }
+
     pub fn new(env: &str, dir: &str) -> Self {
         AppId {
             env: env.to_string(),
@@ -89,6 +121,14 @@ mod tests {
         );
         assert_eq!(AppId::from_name("production", "staging-web"), None);
         assert_eq!(AppId::from_name("production", "production-"), None);
+        assert!(AppId::checked("production", "my_app").is_err());
+        assert!(AppId::checked("production", &"a".repeat(53)).is_err());
+        assert!(AppId::checked("production", &"a".repeat(52)).is_ok());
+        assert!(parse_env("../x").is_err() && parse_env("Rel_5_19").is_err());
+        assert!(stays_below(Path::new("a/b.yaml")));
+        for bad in ["", "../x", "a/../../b", "/etc/x"] {
+            assert!(!stays_below(Path::new(bad)), "{bad}");
+        }
         assert_eq!(
             env_lock(Path::new("/r"), "dev"),
             Path::new("/r/umbrella-state/dev/images.lock.yaml")

@@ -7,6 +7,7 @@ pub mod image_ref;
 pub mod images_lock;
 pub mod layout;
 pub mod manifest;
+pub mod names;
 pub mod object_ref;
 pub mod sources;
 pub mod yaml;

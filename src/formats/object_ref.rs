@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use super::names;
+
 /// The identity of an object in the cluster.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -28,6 +30,20 @@ impl ObjectRef {
         }
     }
 
+    /// Where the identity breaks Kubernetes' naming rules, each problem naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        let namespace = self.namespace.as_deref().map(names::dns_label);
+        [
+            ("apiVersion", Some(names::api_version(&self.api_version))),
+            ("kind", Some(names::kind(&self.kind))),
+            ("metadata.name", Some(names::object_name(&self.name))),
+            ("metadata.namespace", namespace),
+        ]
+        .into_iter()
+        .filter_map(|(field, result)| Some(format!("field {field}: {}", result?.err()?)))
+        .collect()
+    }
+
     /// The API group (empty for the core group).
     pub fn group(&self) -> &str {
         self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
@@ -50,5 +66,27 @@ impl std::fmt::Display for ObjectRef {
             Some(ns) => write!(f, "{}/{} in {ns}", self.kind, self.name),
             None => write!(f, "{}/{}", self.kind, self.name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_name_the_field() {
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "../Secret",
+            "metadata": {"name": "../../../../tmp/x", "namespace": "Bad_NS"}});
+        let problems = ObjectRef::of(&object).problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("field kind: `../Secret`"),
+            "{problems:?}"
+        );
+        assert!(problems[1].starts_with("field metadata.name: `../../../../tmp/x`"));
+        assert!(problems[2].starts_with("field metadata.namespace: `Bad_NS`"));
+        let fine = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole", "metadata": {"name": "system:view"}});
+        assert!(ObjectRef::of(&fine).problems().is_empty());
     }
 }

@@ -33,7 +33,7 @@ pub(super) fn op_column(op: Op, ok: bool) -> usize {
         (true, Op::Create) => 0,
         (true, Op::Update) => 1,
         (true, Op::Unchanged) => 2,
-        (true, Op::Delete) => 3,
+        (true, Op::Delete | Op::Orphan) => 3,
         (false, _) => 4,
     }
 }

@@ -69,6 +69,53 @@ impl Group {
         umbrella(self.repo.path(), &args, &[])
     }
 
+    /// Starts `deploy app-group` and returns once its stderr shows `marker`; the rest of its
+    /// stderr is collected by [`Running::finish`].
+    pub fn start(&self, extra: &[&str], marker: &str) -> Running {
+        self.start_with(extra, &[], marker)
+    }
+
+    /// [`Group::start`] with extra environment variables (e.g. another `KUBECONFIG`).
+    pub fn start_with(&self, extra: &[&str], env: &[(&str, &str)], marker: &str) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_umbrella"))
+            .args([
+                "deploy",
+                "app-group",
+                &self.env,
+                "--yes",
+                "--context",
+                "umbrella-test",
+            ])
+            .args(extra)
+            .envs(env.iter().copied())
+            .current_dir(self.repo.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start deploy");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let mut seen = String::new();
+        for line in lines.by_ref().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(marker) {
+                break;
+            }
+        }
+        let rest = std::thread::spawn(move || {
+            lines
+                .map_while(Result::ok)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        });
+        Running {
+            child,
+            seen,
+            rest: Some(rest),
+        }
+    }
+
     pub fn config_map(&self, name: &str) -> String {
         format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {}\ndata:\n  k: v\n",
@@ -81,6 +128,44 @@ impl Group {
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n{pod_labels}    spec:\n      containers:\n      - name: main\n        image: {image}\n",
             ns = self.env
         )
+    }
+}
+
+/// A deploy running in the background.
+pub struct Running {
+    pub child: std::process::Child,
+    /// Its stderr up to the marker.
+    pub seen: String,
+    rest: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Running {
+    /// Waits for it to exit: its exit code and all of its stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().expect("wait for deploy");
+        let rest = self
+            .rest
+            .take()
+            .map(|r| r.join().expect("stderr"))
+            .unwrap_or_default();
+        (status.code().unwrap_or(-1), format!("{}{rest}", self.seen))
+    }
+
+    /// Its exit code, if it has exited by now.
+    pub fn exited(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .expect("poll deploy")
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
+    /// Kills it and waits for it to go.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(rest) = self.rest.take() {
+            let _ = rest.join();
+        }
     }
 }
 

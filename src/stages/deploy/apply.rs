@@ -10,7 +10,8 @@ use kube::api::{Api, Patch};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use super::inventory::APP_LABEL;
+use super::inventory::{APP_LABEL, GROUP_LABEL, foreign_owner};
+use super::lease::Fence;
 use super::outcome::{DeployError, Op};
 use super::plan::{StateCrds, Target, defined_by_state, label_of};
 use super::ready::{self, Readiness};
@@ -18,8 +19,9 @@ use super::request::{COMMIT_ANNOTATION, DeployRequest, MANAGED_BY};
 use crate::adapters::cluster::{self, ClusterError};
 use crate::progress::Progress;
 
-/// The object as applied: umbrella's labels and the state commit added.
-pub(super) fn prepared(target: &Target, commit: Option<&String>) -> Value {
+/// The object as applied: umbrella's labels (its app and environment) and the state commit
+/// added.
+pub(super) fn prepared(target: &Target, env: &str, commit: Option<&String>) -> Value {
     let mut value = target.desired.value.clone();
     if let Some(metadata) = value["metadata"].as_object_mut() {
         let labels = metadata
@@ -28,6 +30,7 @@ pub(super) fn prepared(target: &Target, commit: Option<&String>) -> Value {
         if let Some(labels) = labels.as_object_mut() {
             labels.insert(MANAGED_BY.into(), "umbrella".into());
             labels.insert(APP_LABEL.into(), target.desired.app.clone().into());
+            labels.insert(GROUP_LABEL.into(), env.into());
         }
         if let Some(commit) = commit {
             let annotations = metadata
@@ -149,9 +152,9 @@ async fn check_one(
         .get_opt(&target.reference.name)
         .await
         .map_err(CheckError::from)?;
+    let env = &request.group.env;
     if let Some(live) = &live
-        && let Some(owner) = live.labels().get(APP_LABEL)
-        && owner != &target.desired.app
+        && let Some(owner) = foreign_owner(live.labels(), &target.desired.app, env)
         && !request.adopt
     {
         return Err(CheckError::Invalid(format!(
@@ -160,7 +163,7 @@ async fn check_one(
         )));
     }
     let params = cluster::apply_params(request.force_conflicts).dry_run();
-    let object = prepared(target, request.source.commits.get(&target.desired.app));
+    let object = prepared(target, env, request.source.commits.get(&target.desired.app));
     api.patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await
         .map_err(CheckError::from)?;
@@ -203,21 +206,22 @@ pub(super) fn describe_apply_error(error: &kube::Error) -> String {
 /// failed), how long it took.
 pub(super) type Outcome = (usize, Op, Result<bool, String>, u128);
 
-/// Applies every target of the wave, `concurrency` at a time.
-pub(super) async fn apply_wave(
-    client: &Client,
-    request: &DeployRequest,
-    progress: &dyn Progress,
-    targets: &[Target],
-    wave: &[usize],
-) -> Vec<Outcome> {
+/// Applies every target of the wave, `concurrency` at a time; each outcome as it comes.
+pub(super) fn apply_wave<'a>(
+    client: &'a Client,
+    request: &'a DeployRequest,
+    progress: &'a dyn Progress,
+    fence: &'a Fence,
+    targets: &'a [Target],
+    wave: &'a [usize],
+) -> impl futures_util::Stream<Item = Outcome> + 'a {
     futures_util::stream::iter(wave.iter().copied())
-        .map(|index| async move {
+        .map(move |index| async move {
             let target = &targets[index];
             let label = label_of(target);
             progress.update(&label, "applying");
             let started = Instant::now();
-            let (op, result) = match apply_one(client, request, target).await {
+            let (op, result) = match apply_one(client, request, fence, target).await {
                 Ok((op, ready)) => {
                     progress.update(&label, &format!("{op:?}").to_lowercase());
                     (op, Ok(ready))
@@ -235,13 +239,12 @@ pub(super) async fn apply_wave(
             (index, op, result, started.elapsed().as_millis())
         })
         .buffer_unordered(request.concurrency.max(1))
-        .collect()
-        .await
 }
 
 async fn apply_one(
     client: &Client,
     request: &DeployRequest,
+    fence: &Fence,
     target: &Target,
 ) -> Result<(Op, bool), String> {
     let (resource, namespaced) = target.resource.as_ref().ok_or_else(|| {
@@ -252,7 +255,9 @@ async fn apply_one(
     })?;
     let api = cluster::api_for(client, resource, *namespaced, &target.reference);
     let params = cluster::apply_params(request.force_conflicts);
-    let object = prepared(target, request.source.commits.get(&target.desired.app));
+    let commit = request.source.commits.get(&target.desired.app);
+    let object = prepared(target, &request.group.env, commit);
+    fence.check().map_err(|e| e.to_string())?;
     let applied = api
         .patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await

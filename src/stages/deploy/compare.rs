@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::apply::{describe_apply_error, prepared};
-use super::inventory::APP_LABEL;
+use super::inventory::foreign_owner;
 use super::outcome::Op;
 use super::plan::{StateCrds, Target, defined_by_state};
 use crate::adapters::cluster;
@@ -45,6 +45,8 @@ type DryRunSnapshot = (Option<Value>, Result<(Value, Option<String>), kube::Erro
 /// How the state's objects are compared with the live ones.
 pub(super) struct Comparison<'a> {
     pub client: &'a Client,
+    /// The environment the state's objects belong to.
+    pub env: &'a str,
     pub commits: &'a BTreeMap<String, String>,
     pub state_crds: &'a StateCrds,
     pub force_conflicts: bool,
@@ -68,7 +70,7 @@ impl Comparison<'_> {
 
     async fn one(&self, target: &Target) -> (ObjectDiff, Option<Value>) {
         let label = target.reference.to_string();
-        let object = prepared(target, self.commits.get(&target.desired.app));
+        let object = prepared(target, self.env, self.commits.get(&target.desired.app));
         let mut report = ObjectDiff {
             app: target.desired.app.clone(),
             object: label.clone(),
@@ -161,8 +163,9 @@ impl Comparison<'_> {
 
     /// Why deploy would refuse the object: another app owns it (without `--adopt`).
     fn owned_elsewhere(&self, target: &Target, live: Option<&Value>) -> Option<String> {
-        let owner = live?["metadata"]["labels"][APP_LABEL].as_str()?;
-        (owner != target.desired.app && !self.adopt).then(|| {
+        let labels = serde_json::from_value(live?["metadata"]["labels"].clone()).ok()?;
+        let owner = foreign_owner(&labels, &target.desired.app, self.env)?;
+        (!self.adopt).then(|| {
             format!(
                 "owned by app {owner}; deploy needs --adopt to move it to {}",
                 target.desired.app

@@ -24,43 +24,77 @@ impl Desired {
     }
 }
 
-/// The apps of an environment's state: `<env>-<subdir>` for every direct subdirectory.
-pub fn app_dirs(state_dir: &Path, env: &str) -> std::io::Result<BTreeMap<String, PathBuf>> {
+/// The apps of an environment's state: `<env>-<subdir>` for every direct subdirectory. A
+/// directory whose name breaks Kubernetes' rules, or anything but a plain directory or file
+/// (a symbolic link), is a problem: never skipped, which would read as the app's removal.
+fn app_dirs(state_dir: &Path, env: &str) -> Result<BTreeMap<String, PathBuf>, Vec<String>> {
+    let entries = std::fs::read_dir(state_dir)
+        .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| vec![format!("{}: {e}", state_dir.display())])?;
     let mut apps = BTreeMap::new();
-    for entry in std::fs::read_dir(state_dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            apps.insert(AppId::new(env, &name).to_string(), entry.path());
+    let mut problems = Vec::new();
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match plain_kind(&path) {
+            Ok(Plain::Directory) => match AppId::checked(env, &name) {
+                Ok(app) => {
+                    apps.insert(app.to_string(), path);
+                }
+                Err(problem) => problems.push(format!("{}: {problem}", path.display())),
+            },
+            Ok(Plain::File) => {}
+            Err(problem) => problems.push(problem),
         }
     }
-    Ok(apps)
+    if problems.is_empty() {
+        Ok(apps)
+    } else {
+        Err(problems)
+    }
+}
+
+enum Plain {
+    Directory,
+    File,
+}
+
+/// What `path` is, when it is a plain directory or file (links are not followed).
+fn plain_kind(path: &Path) -> Result<Plain, String> {
+    let kind = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .file_type();
+    if kind.is_dir() {
+        Ok(Plain::Directory)
+    } else if kind.is_file() {
+        Ok(Plain::File)
+    } else {
+        Err(format!(
+            "{}: not a plain file or directory (a symbolic link?): the state may hold only those",
+            path.display()
+        ))
+    }
 }
 
 /// Reads every app of the state directory. All problems are returned together.
 pub fn load(state_dir: &Path, env: &str) -> Result<Vec<Desired>, Vec<String>> {
-    let apps =
-        app_dirs(state_dir, env).map_err(|e| vec![format!("{}: {e}", state_dir.display())])?;
+    let apps = app_dirs(state_dir, env)?;
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     for (app, dir) in apps {
         let mut files = Vec::new();
-        collect_yaml(&dir, &mut files).map_err(|e| vec![format!("{}: {e}", dir.display())])?;
+        if let Err(problem) = collect_yaml(&dir, &mut files) {
+            problems.push(problem);
+            continue;
+        }
         for file in files {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(text) => text,
-                Err(e) => {
-                    problems.push(format!("{}: {e}", file.display()));
-                    continue;
-                }
-            };
-            match manifest::parse_documents(&text) {
+            match read_objects(&file) {
                 Ok(values) => objects.extend(values.into_iter().map(|value| Desired {
                     app: app.clone(),
                     file: file.clone(),
                     value,
                 })),
-                Err(e) => problems.push(format!("{}: {e}", file.display())),
+                Err(problem) => problems.push(problem),
             }
         }
     }
@@ -72,15 +106,24 @@ pub fn load(state_dir: &Path, env: &str) -> Result<Vec<Desired>, Vec<String>> {
     }
 }
 
-fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+fn read_objects(file: &Path) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    manifest::parse_documents(&text).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
-        if path.is_dir() {
-            collect_yaml(&path, files)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            files.push(path);
+        match plain_kind(&path)? {
+            Plain::Directory => collect_yaml(&path, files)?,
+            Plain::File if path.extension().is_some_and(|e| e == "yaml" || e == "yml") => {
+                files.push(path);
+            }
+            Plain::File => {}
         }
     }
     Ok(())
@@ -100,6 +143,13 @@ pub fn check_objects(objects: &[Desired]) -> Vec<String> {
                 "{}: an object without apiVersion, kind or metadata.name",
                 object.file.display()
             ));
+            continue;
+        }
+        let broken = reference.problems();
+        if !broken.is_empty() {
+            for problem in broken {
+                problems.push(format!("{}: {reference}: {problem}", object.file.display()));
+            }
             continue;
         }
         if let Some(first) = seen.insert(reference.key(), object) {

@@ -7,13 +7,12 @@ use kube::Client;
 use kube::discovery::Discovery;
 use serde::Serialize;
 
-use super::compare::{Comparison, ObjectDiff, live_object};
-use super::inventory::Inventory;
+use super::compare::{Comparison, ObjectDiff};
+use super::inventory::{self, Inventory};
 use super::outcome::{DeployError, Op};
-use super::prune::stale;
 use super::request::Group;
 use super::source::DeploySource;
-use super::{desired, plan};
+use super::{desired, plan, removal};
 use crate::adapters::cluster;
 use crate::exit;
 use crate::formats::object_ref::ObjectRef;
@@ -77,6 +76,7 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
     let targets = plan::targets_of(desired, &discovery);
     let comparison = Comparison {
         client: &client,
+        env,
         commits: &request.source.commits,
         state_crds: &state_crds,
         force_conflicts: request.force_conflicts,
@@ -89,8 +89,11 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
         .map(|(diff, _)| diff)
         .collect();
     let previous = request.group.inventories(&client).by_app().await?;
+    if let Some(other) = inventory::other_repository(env, &previous, &request.source.repository) {
+        return Err(DeployError::Invalid(vec![other]));
+    }
     let wanted = plan::wanted_by_app(&targets);
-    objects.extend(pruned(&client, &discovery, &previous, &wanted).await);
+    objects.extend(pruned(&client, &discovery, &previous, &wanted).await?);
     Ok(DiffReport {
         env: env.clone(),
         objects,
@@ -102,29 +105,24 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
     })
 }
 
-/// What the inventories own, the state no longer has, and the cluster still holds.
+/// What the inventories own, the state no longer has, and the cluster still holds: deleted,
+/// or let go; a deletion deploy would refuse carries why.
 async fn pruned(
     client: &Client,
     discovery: &Discovery,
     previous: &BTreeMap<String, Inventory>,
     wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
-) -> Vec<ObjectDiff> {
-    let mut deletions = Vec::new();
-    for (app, reference) in stale(previous, wanted) {
-        let (exists, error) = match live_object(client, discovery, &reference).await {
-            Ok(live) => (live.is_some(), None),
-            Err(e) => (true, Some(e)),
-        };
-        if exists {
-            deletions.push(ObjectDiff {
-                app,
-                object: reference.to_string(),
-                op: Op::Delete,
-                diff: String::new(),
-                note: None,
-                error,
-            });
-        }
-    }
-    deletions
+) -> Result<Vec<ObjectDiff>, DeployError> {
+    let live = removal::live_stale(client, discovery, removal::stale(previous, wanted)).await?;
+    Ok(live
+        .iter()
+        .map(|stale| ObjectDiff {
+            app: stale.owned.0.clone(),
+            object: stale.owned.1.to_string(),
+            op: if stale.orphan { Op::Orphan } else { Op::Delete },
+            diff: String::new(),
+            note: None,
+            error: removal::forbidden(std::slice::from_ref(stale), wanted).pop(),
+        })
+        .collect())
 }

@@ -1,7 +1,13 @@
 //! What each app owns in the cluster: a ConfigMap per app in the inventory namespace
-//! (`umbrella-system` by default) listing its objects, the state commit and the time. It is
-//! written before anything is applied (old and new objects together) and narrowed after a
-//! successful deploy, so an interrupted deploy never loses track of an object.
+//! (`umbrella-system` by default) listing its objects, the state commit, the repository it
+//! came from and the time. It is written before anything is applied (old and new objects
+//! together) and narrowed after a successful deploy, so an interrupted deploy never loses
+//! track of an object.
+//!
+//! An inventory is named `umbrella.<env>.<dir>` and labelled with the environment and the
+//! app directory apart, so no two apps of any environments can share one (`a` + `x-web` and
+//! `a-x` + `web` could, as `umbrella-app-a-x-web`, before: such inventories are still read,
+//! and replaced by the next deploy).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,11 +17,16 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::adapters::cluster;
-use crate::adapters::git::UNCOMMITTED;
+use crate::adapters::git::{RepositoryId, UNCOMMITTED};
+use crate::formats::layout::AppId;
 use crate::formats::object_ref::ObjectRef;
 
+/// The app (`<env>-<dir>`) an object or inventory belongs to.
 pub const APP_LABEL: &str = "umbrella.dev/app";
+/// The environment (the app group) an object or inventory belongs to.
 pub const GROUP_LABEL: &str = "umbrella.dev/group";
+/// The app's directory, on inventories.
+pub const APP_DIR_LABEL: &str = "umbrella.dev/app-dir";
 pub const INVENTORY_LABEL: &str = "umbrella.dev/inventory";
 
 /// The inventories could not be read or written.
@@ -33,14 +44,51 @@ pub enum InventoryError {
 /// One app's inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
+    /// `<env>-<dir>`.
     pub app: String,
     pub objects: BTreeSet<ObjectRef>,
     pub commit: String,
     pub updated: String,
+    /// The repository the app was deployed from.
+    pub repository: RepositoryId,
+    /// The ConfigMap's name while it has the old, ambiguous form.
+    pub legacy_name: Option<String>,
 }
 
-fn config_map_name(app: &str) -> String {
-    format!("umbrella-app-{app}")
+/// Why the group's inventories are not this repository's to change: another repository
+/// deployed the same environment to this cluster. `None` when nothing says so.
+pub fn other_repository(
+    env: &str,
+    previous: &BTreeMap<String, Inventory>,
+    ours: &RepositoryId,
+) -> Option<String> {
+    let theirs: Vec<&Inventory> = previous
+        .values()
+        .filter(|i| i.repository.differs_from(ours))
+        .collect();
+    let first = theirs.first()?;
+    let apps: Vec<&str> = theirs.iter().map(|i| i.app.as_str()).collect();
+    Some(format!(
+        "environment {env} in this cluster was deployed from {} (apps {}), not from this repository ({ours}); give this repository's environment another name, or keep its inventories apart with --inventory-namespace",
+        first.repository,
+        apps.join(", ")
+    ))
+}
+
+/// `umbrella.<env>.<dir>`: environments and app directories are DNS labels, without dots.
+fn config_map_name(app: &AppId) -> String {
+    format!("umbrella.{}.{}", app.env(), app.dir())
+}
+
+/// Who else owns a live object with these labels, when it is not the app `app` of `env`:
+/// another app, or the same app name in another environment.
+pub fn foreign_owner(labels: &BTreeMap<String, String>, app: &str, env: &str) -> Option<String> {
+    let owner = labels.get(APP_LABEL)?;
+    match labels.get(GROUP_LABEL) {
+        Some(group) if group != env => Some(format!("{owner} (environment {group})")),
+        _ if owner != app => Some(owner.clone()),
+        _ => None,
+    }
 }
 
 /// Access to the inventories of one app group.
@@ -127,38 +175,55 @@ impl Inventories {
             .collect())
     }
 
-    /// Writes (creates or replaces) an app's inventory.
+    fn app_id(&self, app: &str) -> Result<AppId, InventoryError> {
+        AppId::from_name(&self.group, app).ok_or_else(|| InventoryError::Unreadable {
+            namespace: self.namespace.clone(),
+            name: app.to_string(),
+        })
+    }
+
+    /// Writes (creates or replaces) an app's inventory under its unambiguous name; one of the
+    /// old form is removed once the new one is written.
     pub async fn write(&self, inventory: &Inventory) -> Result<(), InventoryError> {
+        let app = self.app_id(&inventory.app)?;
+        let name = config_map_name(&app);
         let objects = serde_json::to_string(&inventory.objects)
             .map_err(|e| self.api_error(kube::Error::SerdeError(e)))?;
+        let repository = &inventory.repository;
         let map = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": config_map_name(&inventory.app),
+                "name": name,
                 "namespace": self.namespace,
-                "labels": {INVENTORY_LABEL: "true", GROUP_LABEL: self.group, APP_LABEL: inventory.app},
+                "labels": {INVENTORY_LABEL: "true", GROUP_LABEL: app.env(), APP_DIR_LABEL: app.dir(), APP_LABEL: inventory.app},
             },
-            "data": {"app": inventory.app, "objects": objects, "commit": inventory.commit, "updated": inventory.updated},
+            "data": {"app": inventory.app, "env": app.env(), "dir": app.dir(), "objects": objects,
+                "commit": inventory.commit, "updated": inventory.updated,
+                "origin": repository.origin.clone().unwrap_or_default(),
+                "root": repository.root.clone().unwrap_or_default()},
         });
         self.api
-            .patch(
-                &config_map_name(&inventory.app),
-                &cluster::apply_params(true),
-                &Patch::Apply(&map),
-            )
+            .patch(&name, &cluster::apply_params(true), &Patch::Apply(&map))
             .await
-            .map(|_| ())
-            .map_err(|e| self.api_error(e))
+            .map_err(|e| self.api_error(e))?;
+        match &inventory.legacy_name {
+            Some(legacy) if *legacy != name => self.delete_named(legacy).await,
+            _ => Ok(()),
+        }
     }
 
     /// Removes an app's inventory (gone already is fine).
-    pub async fn delete(&self, app: &str) -> Result<(), InventoryError> {
-        match self
-            .api
-            .delete(&config_map_name(app), &DeleteParams::default())
-            .await
-        {
+    pub async fn delete(&self, inventory: &Inventory) -> Result<(), InventoryError> {
+        let name = match &inventory.legacy_name {
+            Some(legacy) => legacy.clone(),
+            None => config_map_name(&self.app_id(&inventory.app)?),
+        };
+        self.delete_named(&name).await
+    }
+
+    async fn delete_named(&self, name: &str) -> Result<(), InventoryError> {
+        match self.api.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(self.api_error(e)),
@@ -168,11 +233,18 @@ impl Inventories {
 
 fn parse(map: &ConfigMap) -> Option<Inventory> {
     let data = map.data.as_ref()?;
+    let app = data
+        .get("app")
+        .cloned()
+        .or_else(|| map.labels().get(APP_LABEL).cloned())?;
+    let field = |key: &str| data.get(key).filter(|v| !v.is_empty()).cloned();
     Some(Inventory {
-        app: data
-            .get("app")
-            .cloned()
-            .or_else(|| map.labels().get(APP_LABEL).cloned())?,
+        legacy_name: (!data.contains_key("dir")).then(|| map.name_any()),
+        repository: RepositoryId {
+            origin: field("origin"),
+            root: field("root"),
+        },
+        app,
         objects: serde_json::from_str(data.get("objects")?).ok()?,
         commit: data
             .get("commit")
@@ -197,6 +269,40 @@ pub fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_are_told_apart_by_app_and_environment() {
+        let labels = |app: &str, group: Option<&str>| {
+            let mut labels = BTreeMap::from([(APP_LABEL.to_string(), app.to_string())]);
+            labels.extend(group.map(|g| (GROUP_LABEL.to_string(), g.to_string())));
+            labels
+        };
+        assert_eq!(
+            foreign_owner(&labels("a-x-web", Some("a")), "a-x-web", "a"),
+            None
+        );
+        assert_eq!(
+            foreign_owner(&labels("a-x-web", Some("a")), "a-x-web", "a-x"),
+            Some("a-x-web (environment a)".into())
+        );
+        assert_eq!(
+            foreign_owner(&labels("a-x-web", None), "a-x-web", "a-x"),
+            None
+        );
+        assert_eq!(
+            foreign_owner(&labels("a-db", None), "a-web", "a"),
+            Some("a-db".into())
+        );
+        assert_eq!(foreign_owner(&BTreeMap::new(), "a-web", "a"), None);
+        assert_eq!(
+            config_map_name(&AppId::new("a", "x-web")),
+            "umbrella.a.x-web"
+        );
+        assert_ne!(
+            config_map_name(&AppId::new("a", "x-web")),
+            config_map_name(&AppId::new("a-x", "web"))
+        );
+    }
 
     fn inventory_with_commit(commit: &str) -> Inventory {
         let map: ConfigMap = serde_json::from_value(serde_json::json!({

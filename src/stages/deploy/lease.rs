@@ -1,223 +1,580 @@
 //! The group lock: one deploy (or delete) of an app group at a time, held as a Lease in the
-//! inventory namespace and renewed while the work runs.
+//! inventory namespace with client-go's leader-election rules.
+//!
+//! - Every change of the Lease is conditional on the `resourceVersion` last read, so two
+//!   writers can never both win; a conflict means re-reading, never overwriting.
+//! - A candidate judges a Lease expired by its own clock: only after it has seen the same
+//!   version of it for a whole lease duration (the holder's timestamps are not trusted).
+//! - The holder renews every retry period. When a renewal has not succeeded for the renew
+//!   deadline (shorter than the lease duration), the holder has lost the lock: its [`Fence`]
+//!   stops every write at once, before anyone else can take the Lease over.
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use super::inventory::{Inventories, InventoryError};
 
-/// A lock whose holder died is free again this long after its last renewal.
-const LEASE_SECONDS: i32 = 15;
+/// How long a Lease nobody renews stays taken, as its candidates count it.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How long the holder goes on without a successful renewal before it stops writing.
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the holder renews, and a waiting candidate looks again.
+const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
-/// The lock could not be taken.
+/// The lock could not be taken, or was lost.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error(
-        "another deploy of {group} holds the lock (Lease {namespace}/{name}, holder {holder}); retry later or wait with --lock-timeout"
+        "another deploy of {group} holds the lock (Lease {lease}, holder {holder}, last renewed {renewed}); if it is still running, retry later or wait with --lock-timeout; if it is gone, the lock is free once it has gone {seconds}s without a renewal: a deploy with --lock-timeout {wait}s or more takes it over then",
+        seconds = LEASE_DURATION.as_secs(),
+        wait = LEASE_DURATION.as_secs() + RETRY_PERIOD.as_secs() * 2
     )]
     Held {
         group: String,
-        namespace: String,
-        name: String,
+        lease: String,
         holder: String,
+        /// When, by the holder's clock, and how long ago by ours.
+        renewed: String,
     },
-    #[error("the deploy lock (Lease {namespace}/{name}): {source}")]
-    Api {
-        namespace: String,
-        name: String,
-        source: kube::Error,
+    #[error(
+        "lost the deploy lock (Lease {lease}): it could not be renewed for {}s, so this deploy stopped writing before another could take the lock over{}",
+        RENEW_DEADLINE.as_secs(),
+        cause.as_deref().map(|c| format!("; last error: {c}")).unwrap_or_default()
+    )]
+    Lost {
+        lease: String,
+        cause: Option<String>,
     },
+    #[error("the deploy lock (Lease {lease}): {source}")]
+    Api { lease: String, source: kube::Error },
+    #[error("the deploy lock (Lease {lease}): no answer from the API server within {}s", RETRY_PERIOD.as_secs() * 5)]
+    NoAnswer { lease: String },
 }
 
-/// Runs `work` holding the group's lock (the inventory namespace is created if missing).
-pub(super) async fn with_group_lock<T, E>(
+/// Whether the holder may still write: every write of a deploy asks it first, and every wait
+/// of a deploy ends when it says the lock is lost.
+#[derive(Debug, Clone)]
+pub(super) struct Fence {
+    lease: String,
+    /// The moment the lock is lost unless a renewal succeeds before.
+    deadline: watch::Receiver<Instant>,
+    cause: watch::Receiver<Option<String>>,
+}
+
+impl Fence {
+    /// `Ok` while the lock is held.
+    pub fn check(&self) -> Result<(), LeaseError> {
+        if Instant::now() < *self.deadline.borrow() {
+            Ok(())
+        } else {
+            Err(self.lost_error())
+        }
+    }
+
+    fn lost_error(&self) -> LeaseError {
+        LeaseError::Lost {
+            lease: self.lease.clone(),
+            cause: self.cause.borrow().clone(),
+        }
+    }
+
+    /// Resolves when the lock is lost.
+    pub async fn lost(&self) -> LeaseError {
+        let mut deadline = self.deadline.clone();
+        loop {
+            let until = *deadline.borrow_and_update();
+            if Instant::now() >= until {
+                return self.lost_error();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                changed = deadline.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep_until(until).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `work` while the lock is held: `Err` as soon as it is lost, `work` dropped (and
+    /// with it every request it has in flight).
+    pub async fn guard<T>(&self, work: impl Future<Output = T>) -> Result<T, LeaseError> {
+        self.check()?;
+        tokio::select! {
+            done = work => Ok(done),
+            lost = self.lost() => Err(lost),
+        }
+    }
+}
+
+/// Runs `work` holding the group's lock (the inventory namespace is created if missing). The
+/// work gets the lock's [`Fence`]; should the lock be lost, the work is stopped.
+pub(super) async fn with_group_lock<T, E, F, W>(
     inventories: &Inventories,
     lock_timeout: Duration,
-    work: impl Future<Output = Result<T, E>>,
+    work: F,
 ) -> Result<T, E>
 where
     E: From<LeaseError> + From<InventoryError>,
+    F: FnOnce(Fence) -> W,
+    W: Future<Output = Result<T, E>>,
 {
-    inventories.ensure_namespace().await?;
-    let holder = format!("{}@{}", std::process::id(), hostname());
-    let lock = GroupLock::take(inventories, &holder, lock_timeout).await?;
-    let keep_alive = lock.keep_alive();
-    let result = work.await;
-    keep_alive.abort();
-    lock.release().await;
+    bounded(inventories, inventories.ensure_namespace()).await??;
+    let lock = GroupLock::take(inventories, lock_timeout).await?;
+    let (keeper, fence) = lock.keep_alive();
+    let result = tokio::select! {
+        done = work(fence.clone()) => done,
+        lost = fence.lost() => Err(lost.into()),
+    };
+    if let Some(version) = keeper.stop().await {
+        lock.release(version).await;
+    }
     result
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
+/// The API server's answer within five retry periods; a stalled server is an error by the clock.
+async fn bounded<T>(
+    inventories: &Inventories,
+    call: impl Future<Output = T>,
+) -> Result<T, LeaseError> {
+    tokio::time::timeout(RETRY_PERIOD * 5, call)
+        .await
+        .map_err(|_| LeaseError::NoAnswer {
+            lease: lease_name(inventories),
+        })
+}
+
+fn lease_name(inventories: &Inventories) -> String {
+    format!(
+        "{}/umbrella-lock-{}",
+        inventories.namespace(),
+        inventories.group()
+    )
+}
+
+/// `pid@host`, and a random tail: two deploys never share an identity.
+fn holder_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+        .unwrap_or_else(|_| "localhost".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}@{host}-{nanos:08x}", std::process::id())
 }
 
-fn lease_expired(lease: &Lease, now: Timestamp) -> bool {
-    let Some(spec) = &lease.spec else { return true };
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
-    let renewed = spec.renew_time.as_ref().map_or(0, |t| t.0.as_second());
-    renewed + duration < now.as_second()
+/// What a candidate has seen of a Lease it does not hold: which version, since when (by the
+/// candidate's own clock).
+#[derive(Debug, Clone, PartialEq)]
+struct Observed {
+    version: String,
+    since: Instant,
+    duration: Duration,
 }
 
-/// A held group lock; renewed while held, released by [`GroupLock::release`].
+impl Observed {
+    /// The same version seen again keeps its first sighting; a new one restarts the clock.
+    fn update(previous: Option<Observed>, lease: &Lease, now: Instant) -> Observed {
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let duration = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(LEASE_DURATION, Duration::from_secs);
+        match previous {
+            Some(seen) if seen.version == version => seen,
+            _ => Observed {
+                version,
+                since: now,
+                duration,
+            },
+        }
+    }
+
+    /// Expired: unchanged for its whole duration, by our clock.
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= self.duration
+    }
+}
+
+/// Free to take at once: no holder (released).
+fn unheld(lease: &Lease) -> bool {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .is_none_or(str::is_empty)
+}
+
+/// A held group lock.
 pub(super) struct GroupLock {
     api: Api<Lease>,
     name: String,
+    lease: String,
     holder: String,
+    /// The version of the Lease our last write made.
+    version: String,
+    /// When that write was sent: the renew deadline counts from there.
+    sent: Instant,
 }
 
 impl GroupLock {
-    /// Takes the group's deploy lock, waiting up to `wait` for another holder to finish or its
-    /// lease to expire. The holder identity says who has it.
-    async fn take(
-        inventories: &Inventories,
-        holder: &str,
-        wait: Duration,
-    ) -> Result<Self, LeaseError> {
-        let lock = GroupLock {
+    /// Takes the group's lock, waiting up to `wait` for its holder to finish or to be gone.
+    async fn take(inventories: &Inventories, wait: Duration) -> Result<Self, LeaseError> {
+        let candidate = Candidate {
             api: Api::namespaced(inventories.client(), inventories.namespace()),
             name: format!("umbrella-lock-{}", inventories.group()),
-            holder: holder.to_string(),
+            lease: lease_name(inventories),
+            holder: holder_identity(),
         };
-        let deadline = tokio::time::Instant::now() + wait;
+        let give_up = Instant::now() + wait;
+        let mut observed = None;
         loop {
-            let Some(current) = lock.try_take().await? else {
-                return Ok(lock);
+            let seen = match candidate.try_take(&mut observed).await? {
+                Attempt::Taken(lock) => return Ok(lock),
+                Attempt::Held(lease) => lease,
             };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(LeaseError::Held {
-                    group: inventories.group().to_string(),
-                    namespace: inventories.namespace().to_string(),
-                    name: lock.name.clone(),
-                    holder: current,
-                });
+            let now = Instant::now();
+            if now >= give_up {
+                return Err(candidate.held_error(inventories.group(), &seen));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep_until((now + RETRY_PERIOD).min(give_up)).await;
         }
     }
 
-    /// Creates the lease, or takes over an expired one; `Some(holder)` when another holds it.
-    async fn try_take(&self) -> Result<Option<String>, LeaseError> {
-        let lease = self.fresh_lease();
-        match self.api.create(&PostParams::default(), &lease).await {
-            Ok(_) => return Ok(None),
+    /// Starts renewing; the [`Fence`] says for how long the lock is still ours.
+    fn keep_alive(&self) -> (Keeper, Fence) {
+        let (deadline_sender, deadline) = watch::channel(self.sent + RENEW_DEADLINE);
+        let (cause_sender, cause) = watch::channel(None);
+        let (stop, stopped) = oneshot::channel();
+        let renewer = Renewer {
+            api: self.api.clone(),
+            name: self.name.clone(),
+            holder: self.holder.clone(),
+            version: self.version.clone(),
+            deadline: deadline_sender,
+            cause: cause_sender,
+        };
+        let fence = Fence {
+            lease: self.lease.clone(),
+            deadline,
+            cause,
+        };
+        let task = tokio::spawn(renewer.run(stopped));
+        (Keeper { stop, task }, fence)
+    }
+
+    /// Deletes the Lease, on condition that it is still the version our last write made: a
+    /// Lease anyone else has written since stays.
+    async fn release(&self, version: String) {
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: Some(version),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        let _ = tokio::time::timeout(RETRY_PERIOD * 2, self.api.delete(&self.name, &params)).await;
+    }
+}
+
+/// Someone who wants the lock.
+struct Candidate {
+    api: Api<Lease>,
+    name: String,
+    lease: String,
+    holder: String,
+}
+
+enum Attempt {
+    Taken(GroupLock),
+    Held(Lease),
+}
+
+impl Candidate {
+    fn api_error(&self, source: kube::Error) -> LeaseError {
+        LeaseError::Api {
+            lease: self.lease.clone(),
+            source,
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, LeaseError> {
+        tokio::time::timeout(RETRY_PERIOD * 5, call)
+            .await
+            .map_err(|_| LeaseError::NoAnswer {
+                lease: self.lease.clone(),
+            })
+    }
+
+    /// Creates the Lease, or takes over one that is free or expired by our own observation.
+    async fn try_take(&self, observed: &mut Option<Observed>) -> Result<Attempt, LeaseError> {
+        let sent = Instant::now();
+        let fresh = self.lease_object(None, 0);
+        match self
+            .call(self.api.create(&PostParams::default(), &fresh))
+            .await?
+        {
+            Ok(created) => return Ok(Attempt::Taken(self.taken(created, sent))),
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(self.api_error(e)),
         }
-        let current = self
-            .api
-            .get(&self.name)
-            .await
-            .map_err(|e| self.api_error(e))?;
-        if lease_expired(&current, Timestamp::now()) {
-            // A holder that died: take its lease over, but only the lease we saw (the
-            // resourceVersion precondition), so two waiters cannot both win.
-            let mut takeover = lease;
-            takeover.metadata.resource_version = current.metadata.resource_version.clone();
-            return match self
-                .api
-                .replace(&self.name, &PostParams::default(), &takeover)
-                .await
-            {
-                Ok(_) => Ok(None),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some(holder_of(&current))),
-                Err(e) => Err(self.api_error(e)),
-            };
+        let current = match self.call(self.api.get_opt(&self.name)).await? {
+            Ok(Some(current)) => current,
+            // Released between our create and our read: try again at once.
+            Ok(None) => return Box::pin(self.try_take(observed)).await,
+            Err(e) => return Err(self.api_error(e)),
+        };
+        let seen = Observed::update(observed.take(), &current, Instant::now());
+        let free = unheld(&current) || seen.expired(Instant::now());
+        *observed = Some(seen);
+        if !free {
+            return Ok(Attempt::Held(current));
         }
-        Ok(Some(holder_of(&current)))
+        let transitions = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_transitions)
+            .unwrap_or(0);
+        let takeover =
+            self.lease_object(current.metadata.resource_version.clone(), transitions + 1);
+        let sent = Instant::now();
+        match self
+            .call(
+                self.api
+                    .replace(&self.name, &PostParams::default(), &takeover),
+            )
+            .await?
+        {
+            Ok(taken) => Ok(Attempt::Taken(self.taken(taken, sent))),
+            // Someone else wrote it first: it is theirs, and our observation starts over.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Held(current)),
+            Err(e) => Err(self.api_error(e)),
+        }
     }
 
-    fn fresh_lease(&self) -> Lease {
+    fn lease_object(&self, version: Option<String>, transitions: i32) -> Lease {
+        let now = MicroTime(Timestamp::now());
         Lease {
             metadata: kube::api::ObjectMeta {
                 name: Some(self.name.clone()),
+                resource_version: version,
                 ..Default::default()
             },
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.holder.clone()),
-                lease_duration_seconds: Some(LEASE_SECONDS),
-                renew_time: Some(MicroTime(Timestamp::now())),
+                lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(transitions),
                 ..Default::default()
             }),
         }
     }
 
-    fn api_error(&self, source: kube::Error) -> LeaseError {
-        LeaseError::Api {
-            namespace: self.api.namespace().unwrap_or_default().to_string(),
+    fn taken(&self, lease: Lease, sent: Instant) -> GroupLock {
+        GroupLock {
+            api: self.api.clone(),
             name: self.name.clone(),
-            source,
+            lease: self.lease.clone(),
+            holder: self.holder.clone(),
+            version: lease.metadata.resource_version.unwrap_or_default(),
+            sent,
         }
     }
 
-    /// Keeps the lease fresh until the returned task is aborted.
-    fn keep_alive(&self) -> tokio::task::JoinHandle<()> {
-        let api = self.api.clone();
-        let name = self.name.clone();
-        let holder = self.holder.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs((LEASE_SECONDS / 3) as u64)).await;
-                let patch = serde_json::json!({"spec": {"holderIdentity": holder, "renewTime": MicroTime(Timestamp::now())}});
-                let _ = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await;
+    fn held_error(&self, group: &str, lease: &Lease) -> LeaseError {
+        let spec = lease.spec.clone().unwrap_or_default();
+        let renewed = match spec.renew_time {
+            Some(MicroTime(at)) => {
+                let ago = Timestamp::now().as_second() - at.as_second();
+                format!("at {at} by its clock, {ago}s ago by ours")
             }
-        })
-    }
-
-    /// Deletes the lease if it is still ours: a lease another deploy took over stays.
-    async fn release(self) {
-        let Ok(current) = self.api.get(&self.name).await else {
-            return;
+            None => "never".to_string(),
         };
-        if holder_of(&current) != self.holder {
-            return;
+        LeaseError::Held {
+            group: group.to_string(),
+            lease: self.lease.clone(),
+            holder: spec.holder_identity.unwrap_or_default(),
+            renewed,
         }
-        let preconditions = kube::api::Preconditions {
-            resource_version: current.metadata.resource_version.clone(),
-            uid: current.metadata.uid.clone(),
-        };
-        let params = DeleteParams {
-            preconditions: Some(preconditions),
-            ..Default::default()
-        };
-        let _ = self.api.delete(&self.name, &params).await;
     }
 }
 
-fn holder_of(lease: &Lease) -> String {
-    lease
-        .spec
-        .as_ref()
-        .and_then(|s| s.holder_identity.clone())
-        .unwrap_or_default()
+/// The renewing task's handle.
+struct Keeper {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Option<String>>,
+}
+
+impl Keeper {
+    /// Stops renewing once the renewal in flight (if any) is done; the Lease's version when
+    /// the lock is still ours, `None` when it was lost.
+    async fn stop(self) -> Option<String> {
+        let _ = self.stop.send(());
+        self.task.await.ok().flatten()
+    }
+}
+
+/// Renews the Lease every retry period, each renewal conditional on the version the last one
+/// made.
+struct Renewer {
+    api: Api<Lease>,
+    name: String,
+    holder: String,
+    version: String,
+    deadline: watch::Sender<Instant>,
+    cause: watch::Sender<Option<String>>,
+}
+
+impl Renewer {
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) -> Option<String> {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return Some(self.version),
+                _ = tokio::time::sleep(RETRY_PERIOD) => {}
+            }
+            let deadline = *self.deadline.borrow();
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // A renewal in flight is finished (or given up at the deadline) before stopping:
+            // releasing beside it would race it.
+            match tokio::time::timeout_at(deadline, self.renew()).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    self.deadline.send_replace(Instant::now());
+                    return None;
+                }
+                Ok(Err(cause)) => {
+                    self.cause.send_replace(Some(cause));
+                }
+                Err(_) => {
+                    self.cause
+                        .send_replace(Some("the API server did not answer".into()));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// One renewal: `Ok(true)` renewed, `Ok(false)` someone else holds the Lease now, `Err`
+    /// the renewal failed (tried again at the next period).
+    async fn renew(&mut self) -> Result<bool, String> {
+        let sent = Instant::now();
+        let mut current = self.api.get(&self.name).await.map_err(|e| e.to_string())?;
+        let spec = current.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.holder.as_str()) {
+            return Ok(false);
+        }
+        if current.metadata.resource_version.as_deref() != Some(self.version.as_str()) {
+            // Our own earlier renewal landed after its answer was lost: the version moved, the
+            // holder did not. Anything else would have changed the holder.
+            self.version = current
+                .metadata
+                .resource_version
+                .clone()
+                .unwrap_or_default();
+        }
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &current)
+            .await
+        {
+            Ok(renewed) => {
+                self.version = renewed.metadata.resource_version.unwrap_or_default();
+                self.deadline.send_replace(sent + RENEW_DEADLINE);
+                Ok(true)
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(format!("conflict: {}", e.message)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_lease_expires_its_duration_after_the_last_renewal() {
-        let renewed = Timestamp::from_second(1_000).unwrap();
-        let lease = Lease {
+    fn lease(version: &str, holder: Option<&str>) -> Lease {
+        Lease {
+            metadata: kube::api::ObjectMeta {
+                resource_version: Some(version.into()),
+                ..Default::default()
+            },
             spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
                 lease_duration_seconds: Some(15),
-                renew_time: Some(MicroTime(renewed)),
                 ..Default::default()
             }),
-            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn expiry_is_judged_by_the_candidates_own_clock_from_the_last_change() {
+        let start = Instant::now();
+        let seen = Observed::update(None, &lease("1", Some("a")), start);
+        assert!(!seen.expired(start + Duration::from_secs(14)));
+        // The same version seen later keeps the first sighting.
+        let again = Observed::update(
+            Some(seen),
+            &lease("1", Some("a")),
+            start + Duration::from_secs(10),
+        );
+        assert_eq!(again.since, start);
+        assert!(again.expired(start + Duration::from_secs(15)));
+        // A renewal (a new version) restarts the clock.
+        let renewed = Observed::update(
+            Some(again),
+            &lease("2", Some("a")),
+            start + Duration::from_secs(14),
+        );
+        assert!(!renewed.expired(start + Duration::from_secs(20)));
+        assert!(renewed.expired(start + Duration::from_secs(29)));
+        assert!(unheld(&lease("3", None)) && unheld(&lease("3", Some(""))));
+        assert!(!unheld(&lease("3", Some("a"))));
+    }
+
+    #[test]
+    fn the_holder_stops_before_any_candidate_can_take_over() {
+        assert!(RENEW_DEADLINE + RETRY_PERIOD < LEASE_DURATION);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_is_lost_at_its_deadline_unless_renewed() {
+        let start = Instant::now();
+        let (deadline, receiver) = watch::channel(start + RENEW_DEADLINE);
+        let (_cause, cause) = watch::channel(None);
+        let fence = Fence {
+            lease: "ns/l".into(),
+            deadline: receiver,
+            cause,
         };
-        let at = |second| Timestamp::from_second(second).unwrap();
-        assert!(!lease_expired(&lease, at(1_015)));
-        assert!(lease_expired(&lease, at(1_016)));
-        assert!(lease_expired(&Lease::default(), at(0)));
+        assert!(fence.check().is_ok());
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        deadline.send_replace(Instant::now() + RENEW_DEADLINE);
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(fence.check().is_ok(), "renewed at 9s: held until 19s");
+        let lost = fence.lost().await;
+        assert_eq!(
+            Instant::now().duration_since(start),
+            Duration::from_secs(19)
+        );
+        assert!(lost.to_string().contains("lost the deploy lock"), "{lost}");
+        assert!(fence.check().is_err());
+        let never = fence.guard(std::future::pending::<()>()).await;
+        assert!(never.is_err());
     }
 }

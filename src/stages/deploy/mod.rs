@@ -19,6 +19,7 @@ mod outcome;
 mod plan;
 mod prune;
 pub mod ready;
+mod removal;
 mod request;
 pub mod source;
 pub mod status;
@@ -27,12 +28,15 @@ mod wait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use kube::Client;
+use kube::discovery::Discovery;
 
 use crate::adapters::cluster;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
-use inventory::{Inventories, Inventory, InventoryError};
+use inventory::{Inventories, Inventory};
+use lease::{Fence, LeaseError};
 use outcome::failed;
 use plan::Target;
 use wait::WaitError;
@@ -41,7 +45,9 @@ pub use outcome::{DeployError, DeployReport, ObjectReport, Op};
 pub use prune::{DeleteRequest, delete_group};
 pub use request::{COMMIT_ANNOTATION, DeployRequest, Group};
 
-/// Deploys the app group. Everything that can be checked is checked before the first write.
+/// Deploys the app group. Everything that can be checked is checked before the first write;
+/// what needs the cluster (dry runs, ownership) is checked holding the group's lock, so it
+/// sees what the previous deploy left.
 pub async fn deploy(
     request: &DeployRequest,
     progress: &dyn Progress,
@@ -52,22 +58,26 @@ pub async fn deploy(
     let client = request.group.connect().await?;
     let discovery = cluster::discover(&client).await?;
     let state_crds = plan::crds_in_state(&desired);
-    let mut targets = plan::targets_of(desired, &discovery);
+    let targets = plan::targets_of(desired, &discovery);
     let waves = plan::plan_waves(&targets, &state_crds)?;
-    apply::preflight(&client, &mut targets, &state_crds, request).await?;
-    let run = Run {
-        request,
-        progress,
-        client: &client,
-        started,
-    };
     let inventories = request.group.inventories(&client);
-    lease::with_group_lock(
-        &inventories,
-        request.lock_timeout,
-        run.locked(targets, waves, &inventories),
-    )
-    .await
+    let locked = lease::with_group_lock(&inventories, request.lock_timeout, |fence| async {
+        let run = Run {
+            request,
+            progress,
+            client: &client,
+            discovery: &discovery,
+            fence,
+        };
+        run.locked(targets, &state_crds, waves, &inventories).await
+    });
+    locked
+        .await
+        .map_err(|e| e.with_duration(started))
+        .map(|mut report| {
+            report.duration_ms = started.elapsed().as_millis();
+            report
+        })
 }
 
 /// One deploy under way, holding the group's lock.
@@ -75,20 +85,33 @@ struct Run<'a> {
     request: &'a DeployRequest,
     progress: &'a dyn Progress,
     client: &'a Client,
-    started: Instant,
+    discovery: &'a Discovery,
+    fence: Fence,
 }
 
 impl Run<'_> {
     async fn locked(
         &self,
         mut targets: Vec<Target>,
+        state_crds: &plan::StateCrds,
         waves: Vec<Vec<usize>>,
         inventories: &Inventories,
     ) -> Result<DeployReport, DeployError> {
-        let deadline = tokio::time::Instant::now() + self.request.wait_timeout;
         let previous = inventories.by_app().await?;
+        let env = &self.request.group.env;
+        let ours = &self.request.source.repository;
+        if let Some(other) = inventory::other_repository(env, &previous, ours) {
+            return Err(DeployError::Invalid(vec![other]));
+        }
         let wanted = plan::wanted_by_app(&targets);
-        record_intent(inventories, &previous, &wanted).await?;
+        let emptying = removal::emptying(env, &wanted, &previous);
+        if let Some(why) = emptying.filter(|_| !self.request.allow_empty) {
+            return Err(DeployError::Invalid(vec![why]));
+        }
+        apply::preflight(self.client, &mut targets, state_crds, self.request).await?;
+        let removal = self.plan_removal(&previous, &wanted).await?;
+        let deadline = tokio::time::Instant::now() + self.request.wait_timeout;
+        self.record_intent(inventories, &previous, &wanted).await?;
         let mut report = DeployReport {
             env: self.request.group.env.clone(),
             ..Default::default()
@@ -97,22 +120,23 @@ impl Run<'_> {
             plan::refresh_resources(self.client, &mut targets, wave).await?;
             self.run_wave(&targets, wave, deadline, &mut report).await?;
         }
-        prune::prune(
-            self.client,
-            self.progress,
-            &previous,
-            &wanted,
+        let pruning = prune::Deleter {
+            client: self.client,
+            progress: self.progress,
+            fence: &self.fence,
             deadline,
-            &mut report,
-        )
-        .await?;
+        };
+        pruning
+            .remove(self.discovery, &removal, &mut report)
+            .await?;
         self.settle_inventories(inventories, &previous, &wanted, &mut report)
             .await?;
-        report.duration_ms = self.started.elapsed().as_millis();
         Ok(report)
     }
 
-    /// Applies a wave, then waits for what its answers did not show ready.
+    /// Applies a wave, then waits for what its answers did not show ready. Each outcome is
+    /// reported as it comes; the objects still unsettled when the lock is lost are reported as
+    /// such.
     async fn run_wave(
         &self,
         targets: &[Target],
@@ -120,12 +144,26 @@ impl Run<'_> {
         deadline: tokio::time::Instant,
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
-        let applied =
-            apply::apply_wave(self.client, self.request, self.progress, targets, wave).await;
+        let mut applied = std::pin::pin!(apply::apply_wave(
+            self.client,
+            self.request,
+            self.progress,
+            &self.fence,
+            targets,
+            wave,
+        ));
+        let mut unsettled: BTreeSet<usize> = wave.iter().copied().collect();
         let mut positions = BTreeMap::new();
         let mut failure = None;
         let mut to_wait = Vec::new();
-        for (index, op, result, duration_ms) in applied {
+        loop {
+            let next = match self.fence.guard(applied.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(lost) => return Err(lost_during(report, targets, &unsettled, lost)),
+            };
+            let (index, op, result, duration_ms) = next;
+            unsettled.remove(&index);
             positions.insert(index, report.objects.len());
             match &result {
                 Ok(true) => self
@@ -148,8 +186,54 @@ impl Run<'_> {
         if let Some(reason) = failure {
             return Err(failed(report, reason));
         }
-        let waited = wait::wait_wave(self.client, self.progress, targets, &to_wait, deadline).await;
-        settle_waits(report, &positions, waited)
+        let waits = wait::wait_wave(self.client, self.progress, targets, &to_wait, deadline);
+        match self.fence.guard(waits).await {
+            Ok(waited) => settle_waits(report, &positions, waited),
+            Err(lost) => {
+                for index in &to_wait {
+                    let entry = &mut report.objects[positions[index]];
+                    entry.result = "unknown".into();
+                    entry.message = Some("applied; whether it got ready is not known".into());
+                }
+                Err(failed(report, lost.to_string()))
+            }
+        }
+    }
+
+    /// What pruning will remove, read and checked before the first write: never a Namespace
+    /// or CRD the state still needs.
+    async fn plan_removal(
+        &self,
+        previous: &BTreeMap<String, Inventory>,
+        wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+    ) -> Result<removal::Removal, DeployError> {
+        let owned = removal::stale(previous, wanted);
+        let live = removal::live_stale(self.client, self.discovery, owned).await?;
+        let forbidden = removal::forbidden(&live, wanted);
+        if !forbidden.is_empty() {
+            return Err(DeployError::Invalid(forbidden));
+        }
+        removal::removal(&live)
+            .map_err(|e| DeployError::Invalid(vec![format!("ordering the objects to prune: {e}")]))
+    }
+
+    /// Records intent before anything is applied: each app's old and new objects together, so
+    /// an interruption loses track of nothing.
+    async fn record_intent(
+        &self,
+        inventories: &Inventories,
+        previous: &BTreeMap<String, Inventory>,
+        wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+    ) -> Result<(), DeployError> {
+        for (app, objects) in wanted {
+            let before = previous.get(app);
+            let mut union = before.map(|i| i.objects.clone()).unwrap_or_default();
+            union.extend(objects.iter().cloned());
+            let commit = before.map(|i| i.commit.clone()).unwrap_or_default();
+            self.write_inventory(inventories, before, app, union, commit)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The inventories narrowed to what the state has, and those of deleted apps removed.
@@ -162,37 +246,63 @@ impl Run<'_> {
     ) -> Result<(), DeployError> {
         for (app, objects) in wanted {
             let commit = self.request.source.commits.get(app).cloned();
-            write_inventory(
-                inventories,
-                app,
-                objects.clone(),
-                commit.unwrap_or_default(),
-            )
-            .await?;
+            let before = previous.get(app);
+            let commit = commit.unwrap_or_default();
+            self.write_inventory(inventories, before, app, objects.clone(), commit)
+                .await?;
         }
-        for app in previous.keys().filter(|app| !wanted.contains_key(*app)) {
-            inventories.delete(app).await?;
+        for (app, gone) in previous
+            .iter()
+            .filter(|(app, _)| !wanted.contains_key(*app))
+        {
+            self.fence.guard(inventories.delete(gone)).await??;
             report.deleted_apps.push(app.clone());
         }
         Ok(())
     }
+
+    /// Writes an app's inventory (the one `before` it is replaced, whatever its form).
+    async fn write_inventory(
+        &self,
+        inventories: &Inventories,
+        before: Option<&Inventory>,
+        app: &str,
+        objects: BTreeSet<ObjectRef>,
+        commit: String,
+    ) -> Result<(), DeployError> {
+        let inventory = Inventory {
+            app: app.to_string(),
+            objects,
+            commit,
+            updated: inventory::timestamp(),
+            repository: self.request.source.repository.clone(),
+            legacy_name: before.and_then(|b| b.legacy_name.clone()),
+        };
+        Ok(self.fence.guard(inventories.write(&inventory)).await??)
+    }
 }
 
-/// Records intent before anything is applied: each app's old and new objects together, so an
-/// interruption loses track of nothing.
-async fn record_intent(
-    inventories: &Inventories,
-    previous: &BTreeMap<String, Inventory>,
-    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
-) -> Result<(), DeployError> {
-    for (app, objects) in wanted {
-        let before = previous.get(app);
-        let mut union = before.map(|i| i.objects.clone()).unwrap_or_default();
-        union.extend(objects.iter().cloned());
-        let commit = before.map(|i| i.commit.clone()).unwrap_or_default();
-        write_inventory(inventories, app, union, commit).await?;
+/// The deploy's failure when the lock is lost during a wave's applies: the applies not yet
+/// answered are reported as not known.
+fn lost_during(
+    report: &mut DeployReport,
+    targets: &[Target],
+    unsettled: &BTreeSet<usize>,
+    lost: LeaseError,
+) -> DeployError {
+    for &index in unsettled {
+        let target = &targets[index];
+        let op = if target.live_version.is_some() {
+            Op::Update
+        } else {
+            Op::Create
+        };
+        let mut entry = ObjectReport::new(&target.desired.app, &target.reference, op, None, 0);
+        entry.result = "unknown".into();
+        entry.message = Some("sent, or about to be: whether it was applied is not known".into());
+        report.objects.push(entry);
     }
-    Ok(())
+    failed(report, lost.to_string())
 }
 
 /// Puts each wait's outcome on its object's line; the first failure, or the timeouts, end the
@@ -229,19 +339,4 @@ fn settle_waits(
         });
     }
     Ok(())
-}
-
-async fn write_inventory(
-    inventories: &Inventories,
-    app: &str,
-    objects: BTreeSet<ObjectRef>,
-    commit: String,
-) -> Result<(), InventoryError> {
-    let inventory = Inventory {
-        app: app.to_string(),
-        objects,
-        commit,
-        updated: inventory::timestamp(),
-    };
-    inventories.write(&inventory).await
 }

@@ -16,6 +16,8 @@ pub enum Op {
     Update,
     Unchanged,
     Delete,
+    /// Let go (kapp's `delete-strategy: orphan`): left in the cluster, no longer managed.
+    Orphan,
 }
 
 /// What happened to one object in a deploy, prune or delete.
@@ -94,6 +96,15 @@ pub enum DeployError {
 }
 
 impl DeployError {
+    /// The same failure, its report (if any) saying how long the work ran.
+    pub(super) fn with_duration(mut self, started: std::time::Instant) -> Self {
+        if let DeployError::Failed { report, .. } | DeployError::Timeout { report, .. } = &mut self
+        {
+            report.duration_ms = started.elapsed().as_millis();
+        }
+        self
+    }
+
     /// The report of what was applied before the failure, if anything was.
     pub fn report(&self) -> Option<&DeployReport> {
         match self {

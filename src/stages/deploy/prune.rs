@@ -5,130 +5,107 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DeleteParams};
+use kube::api::DeleteParams;
 use kube::discovery::Discovery;
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::Value;
 
-use super::inventory::Inventory;
+use super::inventory::{APP_LABEL, GROUP_LABEL};
+use super::lease::{self, Fence, LeaseError};
 use super::outcome::{DeployError, DeployReport, ObjectReport, Op, failed};
-use super::request::Group;
-use super::{lease, order};
+use super::removal::{Owned, Removal, live_stale, removal, stale};
+use super::request::{COMMIT_ANNOTATION, Group, MANAGED_BY};
 use crate::adapters::cluster;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
 
-/// An object to delete, with the app that owns it.
-pub(super) type Owned = (String, ObjectRef);
-
-/// What the previous inventories own (with the app owning it) that the state no longer has.
-pub fn stale(
-    previous: &BTreeMap<String, Inventory>,
-    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
-) -> Vec<Owned> {
-    let kept: BTreeSet<_> = wanted.values().flatten().map(ObjectRef::key).collect();
-    previous
-        .iter()
-        .flat_map(|(app, inventory)| {
-            inventory
-                .objects
-                .iter()
-                .map(move |o| (app.clone(), o.clone()))
-        })
-        .filter(|(_, o)| !kept.contains(&o.key()))
-        .collect()
-}
-
-/// The objects in deletion order: waves of the upsert order, last wave first.
-fn deletion_waves(
-    stale: &[Owned],
-    custom: &BTreeSet<(String, String)>,
-) -> Result<Vec<Vec<Owned>>, order::OrderError> {
-    let values: Vec<Value> = stale
-        .iter()
-        .map(|(_, o)| serde_json::json!({"apiVersion": o.api_version, "kind": o.kind}))
-        .collect();
-    let changes: Vec<order::Change> = values
-        .iter()
-        .zip(stale)
-        .map(|(v, (_, o))| order::Change::of(v, o.namespace.is_some()))
-        .collect();
-    let names: Vec<String> = stale.iter().map(|(_, o)| o.to_string()).collect();
-    let waves = order::upsert_waves(&changes, custom, &names)?;
-    Ok(waves
-        .into_iter()
-        .rev()
-        .map(|w| w.into_iter().map(|i| stale[i].clone()).collect())
-        .collect())
-}
-
-/// Deletes what the previous inventories own but the state no longer has (and apps whose
-/// directory is gone), in reverse order, waiting until each is gone.
-pub(super) async fn prune(
-    client: &Client,
-    progress: &dyn Progress,
-    previous: &BTreeMap<String, Inventory>,
-    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
-    deadline: tokio::time::Instant,
-    report: &mut DeployReport,
-) -> Result<(), DeployError> {
-    let stale = stale(previous, wanted);
-    if stale.is_empty() {
-        return Ok(());
-    }
-    let discovery = cluster::discover(client).await?;
-    let custom = stale_crd_kinds(client, &stale).await;
-    let waves = deletion_waves(&stale, &custom)
-        .map_err(|e| failed(report, format!("ordering the objects to prune: {e}")))?;
-    let deleter = Deleter {
-        client,
-        discovery: &discovery,
-        progress,
-        deadline,
-    };
-    for wave in waves {
-        deleter.delete_wave(&wave, report).await?;
-    }
-    Ok(())
-}
-
-/// The kinds the stale CRDs define, read from the live CRDs: their custom resources must be
-/// deleted before them (the upsert order, backwards).
-async fn stale_crd_kinds(client: &Client, stale: &[Owned]) -> BTreeSet<(String, String)> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut kinds = BTreeSet::new();
-    for (_, reference) in stale
-        .iter()
-        .filter(|(_, o)| o.kind == "CustomResourceDefinition")
-    {
-        if let Ok(Some(crd)) = api.get_opt(&reference.name).await {
-            kinds.insert((crd.spec.group.clone(), crd.spec.names.kind.clone()));
-        }
-    }
-    kinds
-}
-
-/// Deletes objects and waits until they are gone.
-struct Deleter<'a> {
-    client: &'a Client,
-    discovery: &'a Discovery,
-    progress: &'a dyn Progress,
-    deadline: tokio::time::Instant,
+/// Deletes objects holding the group's lock, and waits until they are gone.
+pub(super) struct Deleter<'a> {
+    pub client: &'a Client,
+    pub progress: &'a dyn Progress,
+    pub fence: &'a Fence,
+    pub deadline: tokio::time::Instant,
 }
 
 impl Deleter<'_> {
-    /// Deletes a wave at once; the first failure ends the prune.
+    /// Deletes what the removal says, wave by wave, waiting until each object is gone, then
+    /// lets the orphans go: they stay in the cluster without umbrella's labels.
+    pub async fn remove(
+        &self,
+        discovery: &Discovery,
+        removal: &Removal,
+        report: &mut DeployReport,
+    ) -> Result<(), DeployError> {
+        for wave in &removal.deletion_waves {
+            self.delete_wave(discovery, wave, report).await?;
+        }
+        for owned in &removal.orphans {
+            let started = Instant::now();
+            let result = self.fence.guard(self.let_go(discovery, &owned.1)).await?;
+            let mut entry = ObjectReport::new(
+                &owned.0,
+                &owned.1,
+                Op::Orphan,
+                result.clone().err(),
+                started.elapsed().as_millis(),
+            );
+            entry
+                .message
+                .get_or_insert_with(|| "let go: left in the cluster, no longer managed".into());
+            report.objects.push(entry);
+            if let Err(reason) = result {
+                return Err(failed(report, format!("letting {} go: {reason}", owned.1)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes umbrella's labels and annotation from the object, leaving everything else.
+    async fn let_go(&self, discovery: &Discovery, reference: &ObjectRef) -> Result<(), String> {
+        let Some((resource, namespaced)) = cluster::resolve(discovery, reference) else {
+            return Ok(());
+        };
+        let api = cluster::api_for(self.client, &resource, namespaced, reference);
+        let patch = serde_json::json!({"metadata": {
+            "labels": {MANAGED_BY: null, APP_LABEL: null, GROUP_LABEL: null},
+            "annotations": {COMMIT_ANNOTATION: null},
+        }});
+        self.fence.check().map_err(|e| e.to_string())?;
+        let params = kube::api::PatchParams::default();
+        match api
+            .patch(&reference.name, &params, &kube::api::Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Deletes a wave at once, reporting each object as it goes; the first failure ends the
+    /// prune, and losing the lock leaves the wave's unsettled objects reported as not known.
     async fn delete_wave(
         &self,
+        discovery: &Discovery,
         wave: &[Owned],
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
-        let results =
-            futures_util::future::join_all(wave.iter().map(|owned| self.delete_reported(owned)))
-                .await;
-        for ((app, reference), (result, duration_ms)) in wave.iter().zip(results) {
+        let mut deletions: futures_util::stream::FuturesUnordered<_> = wave
+            .iter()
+            .enumerate()
+            .map(|(position, owned)| async move {
+                (position, self.delete_reported(discovery, owned).await)
+            })
+            .collect();
+        let mut unsettled: BTreeSet<usize> = (0..wave.len()).collect();
+        loop {
+            let (position, (result, duration_ms)) = match self.fence.guard(deletions.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => return Ok(()),
+                Err(lost) => return Err(lost_while_deleting(report, wave, &unsettled, &lost)),
+            };
+            unsettled.remove(&position);
+            let (app, reference) = &wave[position];
             let error = result.err();
             report.objects.push(ObjectReport::new(
                 app,
@@ -141,14 +118,17 @@ impl Deleter<'_> {
                 return Err(failed(report, format!("deleting {reference}: {reason}")));
             }
         }
-        Ok(())
     }
 
-    async fn delete_reported(&self, (app, reference): &Owned) -> (Result<(), String>, u128) {
+    async fn delete_reported(
+        &self,
+        discovery: &Discovery,
+        (app, reference): &Owned,
+    ) -> (Result<(), String>, u128) {
         let label = format!("{app} {reference}");
         self.progress.update(&label, "deleting");
         let started = Instant::now();
-        let result = self.delete_one(reference).await;
+        let result = self.delete_one(discovery, reference).await;
         let news = if result.is_ok() {
             "deleted"
         } else {
@@ -158,12 +138,13 @@ impl Deleter<'_> {
         (result, started.elapsed().as_millis())
     }
 
-    async fn delete_one(&self, reference: &ObjectRef) -> Result<(), String> {
-        let Some((resource, namespaced)) = cluster::resolve(self.discovery, reference) else {
+    async fn delete_one(&self, discovery: &Discovery, reference: &ObjectRef) -> Result<(), String> {
+        let Some((resource, namespaced)) = cluster::resolve(discovery, reference) else {
             // Its kind is gone (a CRD deleted first): so is the object.
             return Ok(());
         };
         let api = cluster::api_for(self.client, &resource, namespaced, reference);
+        self.fence.check().map_err(|e| e.to_string())?;
         match api
             .delete(&reference.name, &DeleteParams::background())
             .await
@@ -211,92 +192,54 @@ pub async fn delete_group(
     let started = Instant::now();
     let client = request.group.connect().await?;
     let inventories = request.group.inventories(&client);
-    let work = async {
-        let deadline = tokio::time::Instant::now() + request.wait_timeout;
+    let (client, inventories) = (&client, &inventories);
+    let work = |fence: Fence| async move {
+        let deleter = Deleter {
+            client,
+            progress,
+            fence: &fence,
+            deadline: tokio::time::Instant::now() + request.wait_timeout,
+        };
         let previous = inventories.by_app().await?;
         let mut report = DeployReport {
             env: request.group.env.clone(),
             ..Default::default()
         };
-        prune(
-            &client,
-            progress,
-            &previous,
-            &BTreeMap::new(),
-            deadline,
-            &mut report,
-        )
-        .await?;
-        for app in previous.keys() {
-            inventories.delete(app).await?;
+        let discovery = cluster::discover(client).await?;
+        let owned = stale(&previous, &BTreeMap::new());
+        let live = live_stale(client, &discovery, owned).await?;
+        let removal = removal(&live)
+            .map_err(|e| failed(&report, format!("ordering the objects to delete: {e}")))?;
+        deleter.remove(&discovery, &removal, &mut report).await?;
+        for (app, inventory) in &previous {
+            fence.guard(inventories.delete(inventory)).await??;
             report.deleted_apps.push(app.clone());
         }
-        report.duration_ms = started.elapsed().as_millis();
         Ok(report)
     };
-    lease::with_group_lock(&inventories, request.lock_timeout, work).await
+    let done = lease::with_group_lock(inventories, request.lock_timeout, work).await;
+    done.map_err(|e: DeployError| e.with_duration(started))
+        .map(|mut report| {
+            report.duration_ms = started.elapsed().as_millis();
+            report
+        })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reference(kind: &str, name: &str) -> ObjectRef {
-        ObjectRef {
-            api_version: if kind == "CustomResourceDefinition" {
-                "apiextensions.k8s.io/v1".into()
-            } else if kind == "Widget" {
-                "example.com/v1".into()
-            } else {
-                "v1".into()
-            },
-            kind: kind.into(),
-            namespace: (kind != "CustomResourceDefinition").then(|| "ns".to_string()),
-            name: name.into(),
-        }
+/// The prune's failure when the lock is lost while deleting: the deletions not yet answered
+/// are reported as not known.
+fn lost_while_deleting(
+    report: &mut DeployReport,
+    wave: &[Owned],
+    unsettled: &BTreeSet<usize>,
+    lost: &LeaseError,
+) -> DeployError {
+    for &position in unsettled {
+        let (app, reference) = &wave[position];
+        let mut entry = ObjectReport::new(app, reference, Op::Delete, None, 0);
+        entry.result = "unknown".into();
+        entry.message =
+            Some("a delete sent, or about to be: whether it happened is not known".into());
+        report.objects.push(entry);
     }
-
-    #[test]
-    fn stale_objects_are_what_no_app_wants_any_more() {
-        let inventory = |objects: Vec<ObjectRef>| Inventory {
-            app: "e-a".into(),
-            objects: objects.into_iter().collect(),
-            ..Default::default()
-        };
-        let previous = BTreeMap::from([(
-            "e-a".to_string(),
-            inventory(vec![
-                reference("ConfigMap", "kept"),
-                reference("ConfigMap", "gone"),
-            ]),
-        )]);
-        // An object that moved to another app stays.
-        let mut moved = reference("ConfigMap", "kept");
-        moved.api_version = "v1".into();
-        let wanted = BTreeMap::from([("e-b".to_string(), BTreeSet::from([moved]))]);
-        let stale = stale(&previous, &wanted);
-        assert_eq!(
-            stale,
-            vec![("e-a".to_string(), reference("ConfigMap", "gone"))]
-        );
-    }
-
-    #[test]
-    fn custom_resources_are_deleted_before_their_crd() {
-        let stale = vec![
-            (
-                "e-a".to_string(),
-                reference("CustomResourceDefinition", "widgets.example.com"),
-            ),
-            ("e-a".to_string(), reference("Widget", "w")),
-        ];
-        let custom = BTreeSet::from([("example.com".to_string(), "Widget".to_string())]);
-        let waves = deletion_waves(&stale, &custom).unwrap();
-        let flat: Vec<&str> = waves
-            .iter()
-            .flatten()
-            .map(|(_, o)| o.kind.as_str())
-            .collect();
-        assert_eq!(flat, ["Widget", "CustomResourceDefinition"]);
-    }
+    failed(report, lost.to_string())
 }

@@ -45,4 +45,6 @@ pub struct DeployRequest {
     pub force_conflicts: bool,
     pub adopt: bool,
     pub lock_timeout: Duration,
+    /// Deploy even when the state is empty or drops every app of the group.
+    pub allow_empty: bool,
 }

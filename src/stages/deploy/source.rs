@@ -17,6 +17,8 @@ pub struct DeploySource {
     pub commits: BTreeMap<String, String>,
     /// The repository is a shallow clone: commits beyond its boundary are unknown.
     pub shallow: bool,
+    /// The repository the state comes from, recorded in the inventories.
+    pub repository: git::RepositoryId,
     /// Where a revision's state was written; removed with the source.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -81,6 +83,7 @@ impl DeploySource {
             dir,
             commits,
             shallow,
+            repository: git::repository_id(root),
             _scratch: scratch,
         }
     }

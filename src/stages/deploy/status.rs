@@ -140,6 +140,7 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
         .collect();
     let comparison = Comparison {
         client: &client,
+        env,
         commits: &commits,
         state_crds: &state_crds,
         force_conflicts: true,

@@ -85,6 +85,9 @@ pub enum RenderError {
     Split(#[from] split::SplitError),
     #[error("{0}")]
     Refused(String),
+    /// The chart's output breaks Kubernetes' rules: nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     #[error("writing {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -103,7 +106,9 @@ pub enum RenderError {
 impl ExitStatus for RenderError {
     fn exit_code(&self) -> u8 {
         match self {
-            RenderError::Input(_) | RenderError::Split(_) => exit::REFUSED,
+            RenderError::Input(_) | RenderError::Split(_) | RenderError::Invalid(_) => {
+                exit::REFUSED
+            }
             _ => exit::FAILURE,
         }
     }
@@ -152,6 +157,7 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     let output = helm_template(request, &chart).await?;
     let helm_ms = helm_started.elapsed().as_millis();
     let mut objects = split::split(&output, &chart.metadata.name)?;
+    check_apps(&objects, &request.env)?;
     refuse_plaintext_secrets(&objects, request.allow_plaintext_secrets)?;
     let namespace = request
         .namespace
@@ -281,6 +287,29 @@ async fn helm_template(
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     helm::run(&args).await
+}
+
+/// Every app's directory and name follow Kubernetes' rules (they become paths, ConfigMap names
+/// and label values).
+fn check_apps(objects: &[RenderedObject], env: &str) -> Result<(), RenderError> {
+    let apps: BTreeMap<&str, &str> = objects
+        .iter()
+        .map(|o| (o.app.as_str(), o.source.as_str()))
+        .collect();
+    let problems: Vec<String> = apps
+        .into_iter()
+        .filter_map(|(app, source)| {
+            let problem = layout::AppId::checked(env, app).err()?;
+            Some(format!(
+                "{source}: {problem} (the subchart's name or alias)"
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RenderError::Invalid(problems.join("\n")))
+    }
 }
 
 fn refuse_plaintext_secrets(objects: &[RenderedObject], allowed: bool) -> Result<(), RenderError> {

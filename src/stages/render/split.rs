@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::formats::manifest::{self, ManifestError};
+use crate::formats::object_ref::ObjectRef;
 
 /// One object of helm's output, with where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +113,11 @@ fn check_object(value: &Value) -> Result<(), String> {
             value["kind"].as_str().unwrap_or_default()
         ));
     }
-    Ok(())
+    let reference = ObjectRef::of(value);
+    match reference.problems().first() {
+        Some(problem) => Err(format!("{}/{}: {problem}", reference.kind, reference.name)),
+        None => Ok(()),
+    }
 }
 
 /// `shop/charts/order-service/templates/x.yaml` -> `order-service`; `shop/templates/x.yaml` and

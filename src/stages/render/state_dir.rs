@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::formats::images_lock::ImagesLock;
-use crate::formats::layout::IMAGES_LOCK_FILE;
+use crate::formats::layout::{self, IMAGES_LOCK_FILE};
 use crate::formats::manifest;
 
 use super::split::RenderedObject;
@@ -81,7 +81,8 @@ impl StateFiles {
         Ok(StateFiles { files })
     }
 
-    /// Reads what is on disk under `dir` (empty when it does not exist).
+    /// Reads what is on disk under `dir` (empty when it does not exist). Anything but plain
+    /// directories and files (a symbolic link) is an error, never followed.
     pub fn read(dir: &Path) -> std::io::Result<Self> {
         let mut files = BTreeMap::new();
         if dir.is_dir() {
@@ -90,14 +91,25 @@ impl StateFiles {
         Ok(StateFiles { files })
     }
 
-    /// Writes every file into a new directory beside `dir`, then swaps it in for `dir`.
+    /// Writes every file into a new directory beside `dir`, then swaps it in for `dir`. Every
+    /// path must stay below `dir`. Renders of the same state take turns; what a killed render
+    /// left beside `dir` is removed.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        if let Some(outside) = self.files.keys().find(|p| !layout::stays_below(p)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} would not be below {}", outside.display(), dir.display()),
+            ));
+        }
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent)?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let turn = std::fs::File::open(parent)?;
+        turn.lock()?;
+        remove_leftovers(parent, &name)?;
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{name}.new-"))
             .tempdir_in(parent)?;
@@ -172,10 +184,27 @@ impl StateFiles {
     }
 }
 
-/// The file holds exactly `content`, with the mode a fresh file gets (not executable).
+/// Removes what a render killed while writing `name` left beside it: `.name.new-*` and
+/// `.name.old-*`. Called holding the turn, so no live render's directory is among them.
+fn remove_leftovers(parent: &Path, name: &str) -> std::io::Result<()> {
+    let prefixes = [format!(".{name}.new-"), format!(".{name}.old-")];
+    for entry in std::fs::read_dir(parent)? {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| file_name.starts_with(p.as_str())) && entry.file_type()?.is_dir()
+        {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The file is a plain file holding exactly `content`, with the mode a fresh file gets (not
+/// executable).
 fn unchanged(file: &Path, content: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o111 == 0)
+    std::fs::symlink_metadata(file)
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0)
         && std::fs::read(file).is_ok_and(|old| old == content.as_bytes())
 }
 
@@ -186,11 +215,20 @@ fn read_into(
 ) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.is_dir() {
+        let kind = std::fs::symlink_metadata(&path)?.file_type();
+        if kind.is_dir() {
             read_into(root, &path, files)?;
-        } else {
+        } else if kind.is_file() {
             let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
             files.insert(relative, std::fs::read_to_string(&path)?);
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not a plain file or directory (a symbolic link?): the state holds only those",
+                    path.display()
+                ),
+            ));
         }
     }
     Ok(())
@@ -300,5 +338,33 @@ mod tests {
         );
         assert!(diff.contains("a/gone.yaml"), "{diff}");
         assert_eq!(after.diff_from(&after, 100), None);
+    }
+
+    #[test]
+    fn nothing_is_written_outside_and_leftovers_go() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("umbrella-state/production");
+        let error = files(&[("a/../../../escaped.yaml", "x\n")])
+            .write(&dir)
+            .unwrap_err();
+        assert!(error.to_string().contains("would not be below"), "{error}");
+        assert!(!root.path().join("escaped.yaml").exists() && !dir.exists());
+        let killed = root.path().join("umbrella-state/.production.new-abc123");
+        std::fs::create_dir_all(killed.join("a")).unwrap();
+        files(&[("a/x.yaml", "1\n")]).write(&dir).unwrap();
+        assert!(!killed.exists(), "a killed render's directory stays");
+    }
+
+    #[test]
+    fn a_symbolic_link_in_the_state_is_an_error_never_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("umbrella-state/production");
+        files(&[("a/x.yaml", "1\n")]).write(&dir).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("b")).unwrap();
+        let error = StateFiles::read(&dir).unwrap_err();
+        assert!(
+            error.to_string().contains("not a plain file or directory"),
+            "{error}"
+        );
     }
 }
