@@ -283,11 +283,15 @@ fn an_object_that_never_gets_ready_times_out_by_name() {
         "    spec:\n      nodeSelector:\n        no-such-node: \"true\"\n      containers:",
     );
     group.write("app", "deployment.yaml", &deployment);
-    let (code, _, err) = group.deploy(&["--wait-timeout", "3s"]);
+    let (code, report, err) = group.deploy(&["--wait-timeout", "3s"]);
     assert_eq!(code, 3, "{err}");
     assert!(
         err.contains("timed out") && err.contains("Deployment/nowhere"),
         "{err}"
+    );
+    assert!(
+        report["durationMs"].as_u64().is_some_and(|ms| ms >= 3000),
+        "the summary must say how long it ran: {report}"
     );
 }
 

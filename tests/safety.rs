@@ -119,3 +119,561 @@ fn a_deploy_that_cannot_renew_its_lock_stops_by_the_clock_and_the_next_one_takes
     let (code, _, err) = group.run(&["diff", "app-group"], &["--exit-code"]);
     assert_eq!(code, 0, "the cluster is B's state: {err}");
 }
+
+/// A repository whose umbrella chart renders `templates` (name, text) as its own app.
+fn chart_repository(templates: &[(&str, &str)]) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("temp dir");
+    let chart = repo.path().join("umbrella-chart");
+    common::write_file(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\n",
+    );
+    common::write_file(chart.join("values.yaml"), "{}\n");
+    for (name, text) in templates {
+        common::write_file(chart.join("templates").join(name), text);
+    }
+    git2::Repository::init(repo.path()).expect("git init");
+    repo
+}
+
+fn render(repo: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["render"];
+    args.extend(extra);
+    common::umbrella(repo, &args, &[])
+}
+
+#[test]
+fn a_chart_or_a_flag_cannot_write_outside_the_state() {
+    let outside = tempfile::tempdir().expect("temp dir");
+    let escape = |what: &str| {
+        let repo = chart_repository(&[("bad.yaml", what)]);
+        let (code, out, err) = render(repo.path(), &["--env", "dev"]);
+        (repo, code, format!("{out}{err}"))
+    };
+    let target = outside.path().join("x");
+    let by_name = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ../../../../../../../..{}\n",
+        target.display()
+    );
+    let (repo, code, text) = escape(&by_name);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("templates/bad.yaml")
+            && text.contains("field metadata.name")
+            && text.contains("ConfigMap/"),
+        "the file, the object and the field are named: {text}"
+    );
+    assert!(!target.with_extension("yaml").exists(), "written outside");
+    assert!(
+        !repo.path().join("umbrella-state").exists(),
+        "a partial state"
+    );
+    let by_kind = "apiVersion: v1\nkind: ../../../../.github/workflows/x\nmetadata:\n  name: z\n";
+    let (repo, code, text) = escape(by_kind);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("field kind"), "{text}");
+    assert!(
+        !repo.path().join(".github").exists(),
+        "written outside the state"
+    );
+    // A flag is input too.
+    let repo = chart_repository(&[(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\n",
+    )]);
+    let (code, _, err) = render(repo.path(), &["--env", "../x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("environment") && err.contains("../x"), "{err}");
+    let (code, _, err) = render(repo.path(), &["--env", "Rel_5_19"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!repo.path().join("x").exists() && !repo.path().join("umbrella-state").exists());
+    // What a killed render left beside the state goes at the next one.
+    let leftover = repo.path().join("umbrella-state/.dev.new-killed");
+    common::write_file(leftover.join("app/cm.yaml"), "half written\n");
+    let (code, _, err) = render(repo.path(), &["--env", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!leftover.exists(), "a killed render's directory stays");
+    assert!(
+        repo.path()
+            .join("umbrella-state/dev/shop/configmap-fine.yaml")
+            .is_file()
+    );
+}
+
+#[test]
+fn helm_errors_and_a_missing_values_file_are_bad_input() {
+    let repo = chart_repository(&[("cm.yaml", "{{ .Values.nope.deeper }}\n")]);
+    let (code, _, err) = render(repo.path(), &["--env", "dev"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nil pointer") || err.contains("nope"), "{err}");
+    let repo = chart_repository(&[(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n",
+    )]);
+    let (code, _, err) = render(repo.path(), &["--env", "dev", "-f", "missing-values.yaml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing-values.yaml"), "{err}");
+}
+
+/// Whether the group's namespace holds the ConfigMap `name`.
+fn has_config_map(namespace: &str, name: &str) -> bool {
+    std::process::Command::new("kubectl")
+        .args([
+            "--context",
+            "umbrella-test",
+            "-n",
+            namespace,
+            "get",
+            "configmap",
+            name,
+        ])
+        .output()
+        .expect("kubectl")
+        .status
+        .success()
+}
+
+fn config_map_in(namespace: &str, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n  k: v\n"
+    )
+}
+
+#[test]
+fn two_environments_whose_app_names_meet_keep_their_inventories_apart() {
+    // Environment `E` with app `x-web` and environment `E-x` with app `web` are both named
+    // `E-x-web`.
+    let a = Group::new("col");
+    let b = Group::named(&format!("{}-x", a.env));
+    a.write("x-web", "cm.yaml", &a.config_map("a-object"));
+    a.write("x-web", "old.yaml", &a.config_map("a-old"));
+    b.write("web", "cm.yaml", &b.config_map("b-object"));
+    for group in [&a, &b] {
+        let (code, _, err) = group.deploy(&[]);
+        assert_eq!(code, 0, "{err}");
+    }
+    // E's next deploy prunes what its own inventory lists, whatever E-x did meanwhile.
+    a.remove("x-web", Some("old.yaml"));
+    let (code, report, err) = a.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !has_config_map(&a.env, "a-old"),
+        "an object of E was orphaned: {report}"
+    );
+    let (code, out, err) = b.run(&["delete", "app-group"], &["--yes", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !has_config_map(&b.env, "b-object"),
+        "delete missed its own object: {out}"
+    );
+    assert!(
+        has_config_map(&a.env, "a-object"),
+        "delete took the other environment's"
+    );
+    let (code, _, err) = a.run(&["diff", "app-group"], &["--exit-code"]);
+    assert_eq!(code, 0, "environment {} must be untouched: {err}", a.env);
+}
+
+#[test]
+fn an_inventory_of_the_old_form_is_read_and_replaced() {
+    let group = Group::new("legacy");
+    group.write("web", "cm.yaml", &group.config_map("kept"));
+    group.write("web", "old.yaml", &group.config_map("old"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    // Make the inventory look as the previous version wrote it.
+    let env = &group.env;
+    let new_name = format!("umbrella.{env}.web");
+    let legacy_name = format!("umbrella-app-{env}-web");
+    let data =
+        kubectl_json(&["-n", "umbrella-system", "get", "configmap", &new_name])["data"].clone();
+    let legacy = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": legacy_name, "namespace": "umbrella-system",
+            "labels": {"umbrella.dev/inventory": "true", "umbrella.dev/group": env, "umbrella.dev/app": format!("{env}-web")}},
+        "data": {"app": data["app"], "objects": data["objects"], "commit": data["commit"], "updated": data["updated"]}});
+    kubectl_stdin(&["apply", "-f", "-"], &legacy.to_string());
+    common::group::kubectl_quietly(&["-n", "umbrella-system", "delete", "configmap", &new_name]);
+    // The next deploy prunes by the old inventory and writes the new one in its place.
+    group.remove("web", Some("old.yaml"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !has_config_map(env, "old"),
+        "the old inventory's object was not pruned"
+    );
+    assert!(has_config_map(env, "kept"));
+    assert!(has_config_map("umbrella-system", &new_name));
+    assert!(!has_config_map("umbrella-system", &legacy_name));
+}
+
+fn kubectl_json(args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new("kubectl")
+        .args(["--context", "umbrella-test"])
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .expect("kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+fn kubectl_stdin(args: &[&str], input: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .args(["--context", "umbrella-test"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("kubectl").success(), "kubectl {args:?}");
+}
+
+#[test]
+fn another_repository_deploying_the_same_environment_is_refused() {
+    let first = Group::new("tworepo");
+    first.write("web", "cm.yaml", &first.config_map("first"));
+    common::commit_all(first.repo.path(), "first repository");
+    let (code, _, err) = first.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let second = Group::named(&first.env);
+    second.write("api", "cm.yaml", &second.config_map("second"));
+    common::commit_all(second.repo.path(), "second repository");
+    for (verb, extra) in [
+        (["deploy", "app-group"], &["--yes"][..]),
+        (["diff", "app-group"], &[][..]),
+    ] {
+        let (code, out, err) = second.run(&verb, extra);
+        assert_ne!(code, 0, "{verb:?}: {out}");
+        assert!(
+            err.contains("was deployed from") && err.contains(&format!("{}-web", first.env)),
+            "{verb:?}: {err}"
+        );
+    }
+    assert!(
+        has_config_map(&first.env, "first"),
+        "the first repository's app was pruned"
+    );
+    assert!(!has_config_map(&first.env, "second"));
+    std::mem::forget(second); // shares the first group's namespace, which it cleans up
+}
+
+#[test]
+fn a_symlinked_app_directory_is_refused_never_pruned() {
+    let group = Group::new("symlink");
+    group.write("t", "cm.yaml", &group.config_map("t-object"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let copy = group.repo.path().join("elsewhere");
+    std::fs::rename(group.app_dir("t"), &copy).expect("move the app");
+    std::os::unix::fs::symlink(&copy, group.app_dir("t")).expect("symlink");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("/t:") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert!(
+        has_config_map(&group.env, "t-object"),
+        "deleted through a symlink"
+    );
+}
+
+#[test]
+fn an_empty_state_or_one_that_drops_every_app_deletes_nothing_without_allow_empty() {
+    let group = Group::new("empty");
+    group.write("web", "cm.yaml", &group.config_map("web-object"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    // Every app renamed: the deployed ones would all go.
+    let renamed = group.repo.path().join("umbrella-state").join(&group.env);
+    std::fs::rename(group.app_dir("web"), renamed.join("web2")).expect("rename");
+    std::fs::rename(group.app_dir("base"), renamed.join("base2")).expect("rename");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("delete every app") && err.contains("--allow-empty"),
+        "{err}"
+    );
+    // Nothing at all in the state.
+    std::fs::remove_dir_all(&renamed).expect("empty the state");
+    std::fs::create_dir_all(&renamed).expect("an empty state");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("has no objects") && err.contains("--allow-empty"),
+        "{err}"
+    );
+    assert!(
+        has_config_map(&group.env, "web-object"),
+        "an empty state deleted objects"
+    );
+    let (code, report, err) = group.deploy(&["--allow-empty"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        report["deletedApps"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_namespace_the_state_still_needs_is_never_pruned_and_orphan_lets_it_go() {
+    let group = Group::new("nsapp");
+    let env = group.env.clone();
+    group.write("web", "cm.yaml", &group.config_map("web-object"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    // The app holding the Namespace goes; the web app's ConfigMap lives in it.
+    group.remove("base", None);
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "Namespace/{env} (app {env}-base) would be deleted"
+        )) && err.contains(&format!("ConfigMap/web-object in {env} (app {env}-web)"))
+            && err.contains("delete-strategy: orphan"),
+        "{err}"
+    );
+    assert!(has_config_map(&env, "web-object"));
+    // Annotated, deployed, then removed: let go, not deleted.
+    let namespace = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {env}\n  annotations:\n    kapp.k14s.io/delete-strategy: orphan\n"
+    );
+    group.write("base", "namespace.yaml", &namespace);
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    group.remove("base", None);
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(report.to_string().contains("\"orphan\""), "{report}");
+    let live = kubectl_json(&["get", "namespace", &env]);
+    assert!(live["metadata"]["deletionTimestamp"].is_null(), "{live}");
+    assert!(
+        live["metadata"]["labels"]["umbrella.dev/app"].is_null(),
+        "still managed: {live}"
+    );
+    assert!(has_config_map(&env, "web-object"));
+}
+
+#[test]
+fn the_lock_is_released_after_each_deploy_and_a_dead_holders_lock_says_when_it_frees() {
+    let group = Group::new("release");
+    group.write("web", "cm.yaml", &group.config_map("a"));
+    for round in 0..3 {
+        group.write("web", "cm.yaml", &group.config_map(&format!("a{round}")));
+        let (code, _, err) = group.deploy(&[]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        let lease = std::process::Command::new("kubectl")
+            .args([
+                "--context",
+                "umbrella-test",
+                "-n",
+                "umbrella-system",
+                "get",
+                "lease",
+            ])
+            .arg(format!("umbrella-lock-{}", group.env))
+            .output()
+            .expect("kubectl");
+        assert!(
+            !lease.status.success(),
+            "round {round}: the lock stayed behind"
+        );
+    }
+    // A deploy killed while it holds the lock leaves it; the next one says what to do.
+    group.write("web", "lb.yaml", &load_balancer(&group, true));
+    group
+        .start(&[], "waiting for a load balancer address")
+        .kill();
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("holds the lock")
+            && err.contains("by its clock")
+            && err.contains("if it is gone")
+            && err.contains("takes it over"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_alias_bomb_in_the_state_is_refused_at_once() {
+    let group = Group::new("bomb");
+    let mut bomb = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bomb\n  namespace: {}\ndata:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n",
+        group.env
+    );
+    for level in 1..10u8 {
+        let previous = (b'a' + level - 1) as char;
+        let name = (b'a' + level) as char;
+        let refs = vec![format!("*{previous}"); 10].join(", ");
+        bomb.push_str(&format!("  {name}: &{name} [{refs}]\n"));
+    }
+    group.write("web", "bomb.yaml", &bomb);
+    for (verb, extra) in [
+        (["diff", "app-group"], &[][..]),
+        (["deploy", "app-group"], &["--yes"][..]),
+    ] {
+        let (code, _, err) = group.run(&verb, extra);
+        assert_ne!(code, 0, "{verb:?}: {err}");
+        assert!(
+            err.contains("bomb.yaml") && err.contains("aliases"),
+            "{verb:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn secret_values_never_reach_the_output() {
+    // A Secret the API server refuses, repeating its value in the error.
+    let group = Group::new("leak");
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pull\n  namespace: {}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: not-json-s3cr3t-value\n",
+        group.env
+    );
+    group.write("web", "secret.yaml", &secret);
+    let (code, _, err) = group.deploy(&[]);
+    assert_ne!(code, 0, "{err}");
+    let (_, diff_out, diff_err) = group.run(&["diff", "app-group"], &["-o", "json"]);
+    for output in [&err, &diff_out, &diff_err] {
+        assert!(
+            !output.contains("s3cr3t"),
+            "a secret value was printed:\n{output}"
+        );
+    }
+    assert!(err.contains("Secret/pull"), "{err}");
+    // render --check shows that a value changed, never the value.
+    let repo = chart_repository(&[(
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {{ .Values.password }}\n",
+    )]);
+    let values = repo.path().join("umbrella-chart/values.yaml");
+    std::fs::write(&values, "password: first-s3cr3t\n").expect("values");
+    let (code, _, err) = render(repo.path(), &["--env", "dev", "--allow-plaintext-secrets"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&values, "password: second-s3cr3t\n").expect("values");
+    let (code, out, err) = render(
+        repo.path(),
+        &["--env", "dev", "--allow-plaintext-secrets", "--check"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("masked") && !out.contains("s3cr3t"), "{out}");
+}
+
+#[test]
+fn bad_names_missing_namespaces_and_bad_secret_data_are_refused_before_any_write() {
+    let group = Group::new("input");
+    let env = group.env.clone();
+    group.write("web", "cm.yaml", &group.config_map("fine"));
+    let cases = [
+        (
+            "my app",
+            "cm.yaml".to_string(),
+            group.config_map("x"),
+            "app directory `my app`".to_string(),
+        ),
+        (
+            "web",
+            "bad.yaml".to_string(),
+            config_map_in(&env, "../Bad_Name"),
+            "field metadata.name".to_string(),
+        ),
+        (
+            "web",
+            "homeless.yaml".to_string(),
+            config_map_in("no-such-namespace", "c"),
+            "namespace no-such-namespace neither exists".to_string(),
+        ),
+        (
+            "web",
+            "secret.yaml".to_string(),
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: {env}\ndata:\n  password: not base64!\n"
+            ),
+            "field data.password: not base64".to_string(),
+        ),
+    ];
+    for (app, file, text, expected) in cases {
+        group.write(app, &file, &text);
+        let (code, _, err) = group.deploy(&[]);
+        assert_eq!(code, 2, "{expected}: {err}");
+        assert!(
+            err.contains(&expected) && err.contains("nothing was applied"),
+            "{expected}: {err}"
+        );
+        assert!(!err.contains("not base64!"), "{err}");
+        group.remove(app, Some(&file));
+        if app == "my app" {
+            group.remove(app, None);
+        }
+    }
+    let namespaces = std::process::Command::new("kubectl")
+        .args(["--context", "umbrella-test", "get", "namespace", &env])
+        .output()
+        .expect("kubectl");
+    assert!(!namespaces.status.success(), "something was applied");
+}
+
+#[test]
+fn a_deploy_that_waited_for_the_lock_plans_what_it_finds_then() {
+    let group = Group::new("waited");
+    group.write("web", "cm.yaml", &group.config_map("settings"));
+    // A holds the lock; its applies are held on the way (its API connection stalls).
+    let proxy = FaultProxy::start(&api_server());
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = kubeconfig_via(&proxy, scratch.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let a = group.start_with(&[], &[("KUBECONFIG", kubeconfig)], "applying");
+    proxy.stall();
+    // B, with the same state, asks for the lock meanwhile, and waits.
+    let b = std::thread::spawn({
+        let env = group.env.clone();
+        let repo = group.repo.path().to_path_buf();
+        move || {
+            let args = [
+                "deploy",
+                "app-group",
+                &env,
+                "--context",
+                "umbrella-test",
+                "--yes",
+            ];
+            let mut args = args.to_vec();
+            args.extend(["--lock-timeout", "60s", "-o", "json"]);
+            common::umbrella(&repo, &args, &[])
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.resume();
+    let (a_code, a_err) = a.finish();
+    assert_eq!(a_code, 0, "{a_err}");
+    let (code, out, err) = b.join().expect("deploy B");
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    let settings = report["objects"]
+        .as_array()
+        .and_then(|objects| {
+            objects.iter().find(|o| {
+                o["object"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("ConfigMap/settings"))
+            })
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        settings["op"], "unchanged",
+        "B planned before A had applied: {report}"
+    );
+}

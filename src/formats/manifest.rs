@@ -24,6 +24,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, ManifestError> {
     let mut reader = Reader {
         events: Parser::new_from_str(text),
         anchors: Default::default(),
+        expanded: 0,
     };
     let mut documents = Vec::new();
     loop {
@@ -50,9 +51,16 @@ fn error(span: Span, message: impl Into<String>) -> ManifestError {
     }
 }
 
+/// How many nodes aliases may copy in one stream: far beyond any real manifest, far below
+/// what a "billion laughs" (aliases of aliases) would need to exhaust memory.
+const MAX_ALIAS_NODES: usize = 100_000;
+
 struct Reader<'a> {
     events: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: std::collections::HashMap<usize, Value>,
+    /// Each anchor's value and its number of nodes.
+    anchors: std::collections::HashMap<usize, (Value, usize)>,
+    /// Nodes copied through aliases so far.
+    expanded: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -75,19 +83,31 @@ impl<'a> Reader<'a> {
             ),
             Event::SequenceStart(anchor, _) => (self.sequence()?, anchor),
             Event::MappingStart(anchor, _) => (self.mapping()?, anchor),
-            Event::Alias(id) => {
-                return self
-                    .anchors
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| error(span, "alias to an unknown anchor"));
-            }
+            Event::Alias(id) => return self.alias(id, span),
             other => return Err(error(span, format!("unexpected {other:?}"))),
         };
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), nodes(&value)));
         }
         Ok(value)
+    }
+
+    /// A copy of the anchored value, within the stream's budget of copied nodes.
+    fn alias(&mut self, id: usize, span: Span) -> Result<Value, ManifestError> {
+        let (value, size) = self
+            .anchors
+            .get(&id)
+            .ok_or_else(|| error(span, "alias to an unknown anchor"))?;
+        self.expanded += size;
+        if self.expanded > MAX_ALIAS_NODES {
+            return Err(error(
+                span,
+                format!(
+                    "aliases copy more than {MAX_ALIAS_NODES} nodes (nested aliases, a \"billion laughs\"?): refused"
+                ),
+            ));
+        }
+        Ok(value.clone())
     }
 
     fn sequence(&mut self) -> Result<Value, ManifestError> {
@@ -119,6 +139,15 @@ impl<'a> Reader<'a> {
                 map.insert(key_string(&key), value);
             }
         }
+    }
+}
+
+/// The number of nodes of a value (scalars, sequences, maps, and their items).
+fn nodes(value: &Value) -> usize {
+    1 + match value {
+        Value::Array(items) => items.iter().map(nodes).sum(),
+        Value::Object(map) => map.values().map(nodes).sum(),
+        _ => 0,
     }
 }
 
@@ -546,5 +575,21 @@ mod tests {
             let back = one(&to_yaml(&value));
             assert_eq!(back, value, "{s:?} written as:\n{}", to_yaml(&value));
         }
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..12 {
+            let previous = (b'a' + level - 1) as char;
+            let name = (b'a' + level) as char;
+            let refs = vec![format!("*{previous}"); 10].join(", ");
+            bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        let error = parse_documents(&bomb).unwrap_err();
+        assert!(error.message.contains("billion laughs"), "{error}");
+        // Ordinary anchors and merges still work.
+        let fine = parse_documents("base: &b {x: 1}\nuse: {<<: *b, z: 2}\nagain: *b\n").unwrap();
+        assert_eq!(fine[0]["use"], serde_json::json!({"z": 2, "x": 1}));
     }
 }

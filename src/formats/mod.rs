@@ -9,5 +9,6 @@ pub mod layout;
 pub mod manifest;
 pub mod names;
 pub mod object_ref;
+pub mod secrets;
 pub mod sources;
 pub mod yaml;

@@ -137,4 +137,27 @@ mod tests {
         let err = read_single::<Doc>(&path).unwrap_err().to_string();
         assert!(err.contains("expected one YAML document, found 2"), "{err}");
     }
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly() {
+        let mut bomb = String::from("name: x\na: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..12u8 {
+            let previous = (b'a' + level - 1) as char;
+            let name = (b'a' + level) as char;
+            let refs = vec![format!("*{previous}"); 10].join(", ");
+            bomb.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Loose {
+            name: String,
+            #[serde(flatten)]
+            rest: std::collections::BTreeMap<String, yaml_serde::Value>,
+        }
+        let started = std::time::Instant::now();
+        let error = parse_documents::<Loose>(Path::new("bomb.yaml"), &bomb).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(error.to_string().starts_with("bomb.yaml"), "{error}");
+        assert!(error.to_string().contains("repetition limit"), "{error}");
+    }
 }

@@ -16,10 +16,17 @@ pub struct Group {
 
 impl Group {
     pub fn new(prefix: &str) -> Self {
+        Group::named(&unique(prefix))
+    }
+
+    /// A group of environment `env` exactly (a DNS label).
+    pub fn named(env: &str) -> Self {
         let repo = tempfile::tempdir().expect("temp dir");
         git2::Repository::init(repo.path()).expect("git init");
-        let env = unique(prefix);
-        let group = Group { repo, env };
+        let group = Group {
+            repo,
+            env: env.to_string(),
+        };
         group.write(
             "base",
             "namespace.yaml",

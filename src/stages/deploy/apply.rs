@@ -17,6 +17,7 @@ use super::plan::{StateCrds, Target, defined_by_state, label_of};
 use super::ready::{self, Readiness};
 use super::request::{COMMIT_ANNOTATION, DeployRequest, MANAGED_BY};
 use crate::adapters::cluster::{self, ClusterError};
+use crate::formats::secrets;
 use crate::progress::Progress;
 
 /// The object as applied: umbrella's labels (its app and environment) and the state commit
@@ -73,6 +74,10 @@ pub(super) async fn preflight(
         return Err(DeployError::Invalid(unknown));
     }
     let existing = existing_namespaces(client, targets).await?;
+    let homeless = without_namespace(targets, &existing);
+    if !homeless.is_empty() {
+        return Err(DeployError::Invalid(homeless));
+    }
     let checks = futures_util::stream::iter(targets.iter().enumerate())
         .map(|(index, target)| {
             let ready_to_check = target.resource.is_some()
@@ -116,6 +121,29 @@ pub(super) async fn preflight(
     }
 }
 
+/// The namespaced objects whose namespace neither exists nor is created by the state.
+fn without_namespace(targets: &[Target], existing: &BTreeSet<String>) -> Vec<String> {
+    let created: BTreeSet<&str> = targets
+        .iter()
+        .filter(|t| t.reference.kind == "Namespace" && t.reference.group().is_empty())
+        .map(|t| t.reference.name.as_str())
+        .collect();
+    targets
+        .iter()
+        .filter(|t| t.resource.as_ref().is_none_or(|(_, namespaced)| *namespaced))
+        .filter_map(|t| {
+            let namespace = t.reference.namespace.as_deref()?;
+            (!existing.contains(namespace) && !created.contains(namespace)).then(|| {
+                format!(
+                    "{}: {}: field metadata.namespace: namespace {namespace} neither exists in the cluster nor is created by the state",
+                    t.desired.file.display(),
+                    t.reference
+                )
+            })
+        })
+        .collect()
+}
+
 /// The namespaces of the state's objects that exist already.
 async fn existing_namespaces(
     client: &Client,
@@ -148,10 +176,11 @@ async fn check_one(
         return Ok(None);
     };
     let api = cluster::api_for(client, resource, *namespaced, &target.reference);
+    let secret = &target.desired.value;
     let live = api
         .get_opt(&target.reference.name)
         .await
-        .map_err(CheckError::from)?;
+        .map_err(|e| CheckError::of(&e, secret))?;
     let env = &request.group.env;
     if let Some(live) = &live
         && let Some(owner) = foreign_owner(live.labels(), &target.desired.app, env)
@@ -166,7 +195,7 @@ async fn check_one(
     let object = prepared(target, env, request.source.commits.get(&target.desired.app));
     api.patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await
-        .map_err(CheckError::from)?;
+        .map_err(|e| CheckError::of(&e, secret))?;
     Ok(live.and_then(|l| l.resource_version()))
 }
 
@@ -176,30 +205,34 @@ enum CheckError {
     Cluster(String),
 }
 
-impl From<kube::Error> for CheckError {
-    fn from(error: kube::Error) -> Self {
-        match &error {
+impl CheckError {
+    /// What a failed call about `object` says of the check.
+    fn of(error: &kube::Error, object: &Value) -> Self {
+        let message = describe_apply_error(error, object);
+        match error {
             // The API server judged the object: a problem of the input.
             kube::Error::Api(status)
                 if status.code != 401 && status.code != 403 && status.code < 500 =>
             {
-                CheckError::Invalid(describe_apply_error(&error))
+                CheckError::Invalid(message)
             }
-            _ => CheckError::Cluster(describe_apply_error(&error)),
+            _ => CheckError::Cluster(message),
         }
     }
 }
 
-/// What the API server said about an apply, with the way out of a conflict.
-pub(super) fn describe_apply_error(error: &kube::Error) -> String {
-    match error {
+/// What the API server said about an apply of `object`, with the way out of a conflict, and
+/// never one of its secret values.
+pub(super) fn describe_apply_error(error: &kube::Error, object: &Value) -> String {
+    let message = match error {
         kube::Error::Api(status) if status.code == 409 => format!(
             "{} (pass --force-conflicts to take these fields)",
             status.message
         ),
         kube::Error::Api(status) => status.message.clone(),
         other => other.to_string(),
-    }
+    };
+    secrets::scrub(&message, object)
 }
 
 /// One apply: the target's index, what it did, whether it is ready as applied (or why it
@@ -261,7 +294,7 @@ async fn apply_one(
     let applied = api
         .patch(&target.reference.name, &params, &Patch::Apply(&object))
         .await
-        .map_err(|e| describe_apply_error(&e))?;
+        .map_err(|e| describe_apply_error(&e, &target.desired.value))?;
     // Most kinds are ready as applied (their answer says so): only the others are watched.
     let ready =
         ready::readiness(&cluster::with_type(&applied, &target.reference)) == Readiness::Ready;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::outcome::Op;
 use super::request::COMMIT_ANNOTATION;
 use crate::formats::manifest;
+use crate::formats::secrets::mask_secret_data;
 
 /// Metadata the API server sets: never part of what a deploy changes.
 const SERVER_METADATA: &[&str] = &[
@@ -24,9 +25,6 @@ const BOOKKEEPING_ANNOTATIONS: &[&str] = &[
     COMMIT_ANNOTATION,
     "kubectl.kubernetes.io/last-applied-configuration",
 ];
-
-/// Where Secret-like kinds keep their values.
-const SECRET_FIELDS: &[&str] = &["data", "stringData", "encryptedData"];
 
 /// One object's change: what a deploy does with it and the unified diff of its YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,54 +81,6 @@ pub fn comparable(value: &Value) -> Value {
         }
     }
     value
-}
-
-/// Whether the kind keeps secret values: `Secret`, and kinds named like it (SealedSecret,
-/// ExternalSecret, ...).
-fn is_secret_like(value: &Value) -> bool {
-    value["kind"]
-        .as_str()
-        .is_some_and(|k| k.ends_with("Secret"))
-}
-
-/// Replaces every value of a Secret-like object's data with a placeholder numbered per key: a
-/// key's value keeps its number on both sides, so a change still shows, but neither the value
-/// nor which keys share one.
-pub fn mask_secret_data(before: Option<&mut Value>, after: &mut Value) {
-    let mut seen: Vec<(String, String)> = Vec::new();
-    for object in before.into_iter().chain(std::iter::once(after)) {
-        if !is_secret_like(object) {
-            continue;
-        }
-        for pointer in SECRET_FIELDS
-            .iter()
-            .flat_map(|f| [format!("/{f}"), format!("/spec/{f}")])
-        {
-            match object.pointer_mut(&pointer) {
-                Some(Value::Object(map)) => {
-                    for (key, value) in map.iter_mut() {
-                        *value = Value::String(placeholder(key, value, &mut seen));
-                    }
-                }
-                // Not a map (a mistake in the state): still nothing of it is shown.
-                Some(other) => *other = Value::String("(masked)".into()),
-                None => {}
-            }
-        }
-    }
-}
-
-fn placeholder(key: &str, value: &Value, seen: &mut Vec<(String, String)>) -> String {
-    let text = value.to_string();
-    if !seen.iter().any(|(k, v)| k == key && *v == text) {
-        seen.push((key.to_string(), text.clone()));
-    }
-    let number = seen
-        .iter()
-        .filter(|(k, _)| k == key)
-        .position(|(_, v)| *v == text)
-        .map_or(1, |index| index + 1);
-    format!("(value #{number} masked)")
 }
 
 /// A unified diff of the objects' YAML, headed by `label`.

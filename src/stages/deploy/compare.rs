@@ -17,6 +17,7 @@ use super::outcome::Op;
 use super::plan::{StateCrds, Target, defined_by_state};
 use crate::adapters::cluster;
 use crate::formats::object_ref::ObjectRef;
+use crate::formats::secrets;
 
 /// One object in a diff.
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +108,7 @@ impl Comparison<'_> {
             // Its namespace does not exist yet: the deploy creates it first.
             Err(kube::Error::Api(e)) if e.code == 404 && live.is_none() => object,
             Err(e) => {
-                report.error = Some(describe_apply_error(&e));
+                report.error = Some(describe_apply_error(&e, &target.desired.value));
                 return (report, live);
             }
         };
@@ -133,7 +134,7 @@ impl Comparison<'_> {
             let live = api
                 .get_opt(&target.reference.name)
                 .await
-                .map_err(|e| describe_apply_error(&e))?
+                .map_err(|e| describe_apply_error(&e, &target.desired.value))?
                 .map(|l| cluster::with_type(&l, &target.reference));
             let dry_run = self.dry_run(api, target, object).await;
             let moved = match (&live, &dry_run) {
@@ -193,7 +194,7 @@ impl Comparison<'_> {
             Err(kube::Error::Api(e)) if e.code == 409 && !self.force_conflicts => {
                 let note = format!(
                     "{}; deploy needs --force-conflicts to take these fields back",
-                    e.message
+                    secrets::scrub(&e.message, &target.desired.value)
                 );
                 Ok((apply(true).await?, Some(note)))
             }

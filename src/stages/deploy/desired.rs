@@ -145,7 +145,8 @@ pub fn check_objects(objects: &[Desired]) -> Vec<String> {
             ));
             continue;
         }
-        let broken = reference.problems();
+        let mut broken = reference.problems();
+        broken.extend(undecodable_secret_data(&object.value));
         if !broken.is_empty() {
             for problem in broken {
                 problems.push(format!("{}: {reference}: {problem}", object.file.display()));
@@ -163,6 +164,28 @@ pub fn check_objects(objects: &[Desired]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// A Secret's `data` values are base64 (the API server refuses anything else, after the
+/// deploy started): the keys whose value is not, never the value.
+fn undecodable_secret_data(object: &Value) -> Vec<String> {
+    use base64::Engine;
+    if object["kind"] != "Secret" || object["apiVersion"] != "v1" {
+        return Vec::new();
+    }
+    let Some(data) = object["data"].as_object() else {
+        return Vec::new();
+    };
+    data.iter()
+        .filter(|(_, value)| {
+            value.as_str().is_none_or(|text| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .is_err()
+            })
+        })
+        .map(|(key, _)| format!("field data.{key}: not base64 (put plain text under stringData)"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub enum RenderError {
     Input(#[from] YamlError),
     #[error(transparent)]
     Helm(#[from] HelmError),
+    /// `helm template` refused the chart or its values.
+    #[error("rendering the chart: {0}")]
+    Template(HelmError),
     #[error(transparent)]
     Split(#[from] split::SplitError),
     #[error("{0}")]
@@ -109,6 +112,7 @@ impl ExitStatus for RenderError {
             RenderError::Input(_) | RenderError::Split(_) | RenderError::Invalid(_) => {
                 exit::REFUSED
             }
+            RenderError::Template(HelmError::Failed { .. }) => exit::REFUSED,
             _ => exit::FAILURE,
         }
     }
@@ -153,8 +157,13 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     };
     let built = ImagesLock::read(&request.build_lock)?;
     let helm_started = std::time::Instant::now();
+    for file in &request.extra_values {
+        check_values_file(file)?;
+    }
     ensure_dependencies(&chart).await?;
-    let output = helm_template(request, &chart).await?;
+    let output = helm_template(request, &chart)
+        .await
+        .map_err(RenderError::Template)?;
     let helm_ms = helm_started.elapsed().as_millis();
     let mut objects = split::split(&output, &chart.metadata.name)?;
     check_apps(&objects, &request.env)?;
@@ -287,6 +296,12 @@ async fn helm_template(
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     helm::run(&args).await
+}
+
+/// A `--values` file exists and is YAML (helm's own message for a missing one is obscure).
+fn check_values_file(file: &Path) -> Result<(), RenderError> {
+    crate::formats::yaml::read_documents::<yaml_serde::Value>(file)?;
+    Ok(())
 }
 
 /// Every app's directory and name follow Kubernetes' rules (they become paths, ConfigMap names

@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use crate::formats::images_lock::ImagesLock;
 use crate::formats::layout::{self, IMAGES_LOCK_FILE};
 use crate::formats::manifest;
+use crate::formats::secrets::{is_secret_like, mask_secret_data};
 
 use super::split::RenderedObject;
 
@@ -164,7 +167,8 @@ impl StateFiles {
                 continue;
             }
             let name = path.display().to_string();
-            let diff = similar::TextDiff::from_lines(old, new);
+            let (old, new) = shown(old, new);
+            let diff = similar::TextDiff::from_lines(&old, &new);
             let text = diff
                 .unified_diff()
                 .context_radius(2)
@@ -182,6 +186,47 @@ impl StateFiles {
         }
         Some(out.join("\n"))
     }
+}
+
+/// The two versions of a state file as `--check` may show them: as they are, but for a
+/// Secret-like object, whose values are masked (numbered per key, so a change still shows).
+/// A file that cannot be read but names a Secret-like kind is not shown at all.
+fn shown(old: &str, new: &str) -> (String, String) {
+    let parsed = |text: &str| {
+        manifest::parse_documents(text)
+            .ok()
+            .filter(|d| d.len() == 1)
+            .and_then(|mut d| d.pop())
+    };
+    let (mut before, mut after) = (parsed(old), parsed(new));
+    let secret = |value: &Option<Value>, text: &str| match value {
+        Some(value) => is_secret_like(value),
+        None => text
+            .lines()
+            .any(|l| l.trim_start().starts_with("kind:") && l.contains("Secret")),
+    };
+    if !secret(&before, old) && !secret(&after, new) {
+        return (old.to_string(), new.to_string());
+    }
+    match (&mut before, &mut after) {
+        (Some(b), Some(a)) => mask_secret_data(Some(b), a),
+        (Some(only), None) | (None, Some(only)) => mask_secret_data(None, only),
+        (None, None) => {}
+    }
+    let text = |value: Option<Value>, original: &str| match value {
+        Some(value) => format!("{}{}", comments(original), manifest::to_yaml(&value)),
+        None if original.is_empty() => String::new(),
+        None => "(a Secret-like object that cannot be read: not shown)\n".into(),
+    };
+    (text(before, old), text(after, new))
+}
+
+/// The comment lines a state file starts with (`# Source: ...`).
+fn comments(text: &str) -> String {
+    text.lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Removes what a render killed while writing `name` left beside it: `.name.new-*` and
@@ -365,6 +410,29 @@ mod tests {
         assert!(
             error.to_string().contains("not a plain file or directory"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_secret_diff_shows_that_a_value_changed_never_the_value() {
+        let secret = |value: &str| {
+            format!(
+                "# Source: shop/templates/s.yaml\napiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {value}\n"
+            )
+        };
+        let before = files(&[("a/secret-db.yaml", &secret("old-hunter2"))]);
+        let after = files(&[("a/secret-db.yaml", &secret("new-hunter3"))]);
+        let diff = after.diff_from(&before, 100).unwrap();
+        assert!(!diff.contains("hunter"), "{diff}");
+        assert!(
+            diff.contains("(value #1 masked)") && diff.contains("(value #2 masked)"),
+            "{diff}"
+        );
+        let removed = files(&[]).diff_from(&before, 100).unwrap();
+        assert!(!removed.contains("hunter"), "{removed}");
+        assert!(
+            removed.contains("-# Source: shop/templates/s.yaml"),
+            "{removed}"
         );
     }
 }
