@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -367,22 +366,7 @@ fn a_killed_deploy_converges_when_run_again() {
         self::ops(&again).iter().all(|(_, op)| op == "unchanged:ok"),
         "{again}"
     );
-    let listed = Command::new("kubectl")
-        .args([
-            "--context",
-            "umbrella-test",
-            "-n",
-            &group.env,
-            "get",
-            "configmaps",
-            "-l",
-            "app.kubernetes.io/managed-by=umbrella",
-            "-o",
-            "name",
-        ])
-        .output()
-        .expect("kubectl");
-    let names = String::from_utf8_lossy(&listed.stdout).to_string();
+    let names = group.managed_config_maps().join(" ");
     assert!(
         !names.contains("cm-0") && !names.contains("cm-1") && names.contains("cm-new"),
         "orphans left: {names}"

@@ -12,6 +12,7 @@ use kube::discovery::{ApiCapabilities, Discovery, Scope};
 use kube::{Client, Config};
 use serde_json::Value;
 
+use super::retry::{Retrier, Verdict};
 use crate::formats::object_ref::ObjectRef;
 
 /// The field manager of everything umbrella writes.
@@ -24,8 +25,8 @@ pub enum ClusterError {
     Config(String),
     #[error("cluster {context}: {reason}")]
     Api { context: String, reason: String },
-    #[error("API discovery: {0}")]
-    Discovery(kube::Error),
+    #[error("API discovery at {server}: {}", super::error_chain(source))]
+    Discovery { server: String, source: kube::Error },
     #[error("{what}: {source}")]
     Request { what: String, source: kube::Error },
 }
@@ -38,25 +39,79 @@ impl ClusterError {
     }
 }
 
-/// How often discovery is tried when groups vanish while it runs.
-const DISCOVERY_ATTEMPTS: u32 = 5;
+/// How long one call may take before it counts as failed (and is tried again): a stalled
+/// server must not hold a command past its deadlines.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The cluster's API resources. A group can vanish between the listing of groups and the read
-/// of its resources (a CRD deleted meanwhile, by anyone): discovery is then run again.
-pub async fn discover(client: &Client) -> Result<Discovery, ClusterError> {
-    let mut attempt = 1;
-    loop {
-        match Discovery::new(client.clone()).run().await {
-            Ok(discovery) => return Ok(discovery),
-            Err(error) if attempt == DISCOVERY_ATTEMPTS => {
-                return Err(ClusterError::Discovery(error));
-            }
-            Err(_) => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+/// Whether a failed API call may succeed if sent again: a connection refused, reset or timed
+/// out, 429 and 5xx (an etcd leader change is a 500), after the server's `retryAfterSeconds`.
+pub fn classify(error: &kube::Error) -> Verdict {
+    match error {
+        kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
+            let asked = status
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s.into()));
+            Verdict::Again(asked)
         }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => Verdict::Again(None),
+        _ => Verdict::Final,
     }
+}
+
+/// An API call with the retry policy, each attempt bounded in time. Only for calls that are
+/// safe to repeat: reads, server-side applies, deletes, writes conditional on a version.
+pub async fn call<T, F, Fut>(retrier: &Retrier, what: &str, mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let attempt = || {
+        let sent = call();
+        async move {
+            tokio::time::timeout(ATTEMPT_TIMEOUT, sent)
+                .await
+                .unwrap_or_else(|_| {
+                    let why = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs());
+                    Err(kube::Error::Service(why.into()))
+                })
+        }
+    };
+    retrier.run(what, classify, attempt).await
+}
+
+/// The cluster's API resources, from one aggregated discovery (two requests, one consistent
+/// answer, so groups that appear or vanish meanwhile, a CRD created or deleted by anyone,
+/// cannot break it); from the classic per-group discovery where the server has no aggregated
+/// one, run again when a group vanished during it.
+pub async fn discover(cluster: &Cluster, retrier: &Retrier) -> Result<Discovery, ClusterError> {
+    let client = &cluster.client;
+    let aggregated = call(retrier, "API discovery", || {
+        Discovery::new(client.clone()).run_aggregated()
+    })
+    .await;
+    let classic = match aggregated {
+        Ok(discovery) => return Ok(discovery),
+        Err(error) if classify(&error) == Verdict::Again(None) => Err(error),
+        // No aggregated discovery here (before Kubernetes 1.26): the classic one.
+        Err(_) => {
+            let vanished = |e: &kube::Error| match e {
+                kube::Error::Api(status) if status.code == 404 => Verdict::Again(None),
+                other => classify(other),
+            };
+            retrier
+                .run("API discovery", vanished, || {
+                    Discovery::new(client.clone()).run()
+                })
+                .await
+        }
+    };
+    classic.map_err(|source| ClusterError::Discovery {
+        server: cluster.describe(),
+        source,
+    })
 }
 
 /// The API resource of the object's kind and whether it is namespaced; `None` when the cluster
@@ -108,6 +163,8 @@ pub struct Cluster {
     pub client: Client,
     /// The context's name, for messages.
     pub context: String,
+    /// The API server's URL, for messages.
+    pub server: String,
     /// The context's default namespace (`default` when it names none).
     pub default_namespace: String,
 }
@@ -157,12 +214,23 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Config(format!("context {context_name}: {e}")))?;
         let default_namespace = config.default_namespace.clone();
+        let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
         Ok(Cluster {
             client,
             context: context_name,
+            server,
             default_namespace,
         })
+    }
+
+    /// `the API server URL (context NAME)`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (context {})",
+            self.server.trim_end_matches('/'),
+            self.context
+        )
     }
 
     fn api_error(&self, error: kube::Error) -> ClusterError {

@@ -242,7 +242,7 @@ async fn run_deploy(
         return Ok(code(exit::FAILURE));
     }
     let progress = progress_for(args.output);
-    let outcome = deploy::deploy(&request, progress.as_ref()).await;
+    let outcome = deploy::deploy(&request, progress).await;
     finish_deploy("deploy", outcome, args.output)
 }
 
@@ -321,7 +321,7 @@ async fn run_delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
         return Ok(code(exit::FAILURE));
     }
     let progress = progress_for(args.output);
-    let outcome = deploy::delete_group(&args.request(), progress.as_ref()).await;
+    let outcome = deploy::delete_group(&args.request(), progress).await;
     finish_deploy("delete", outcome, args.output)
 }
 

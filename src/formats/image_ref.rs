@@ -49,6 +49,15 @@ impl Digest {
         Ok(Digest(text.to_string()))
     }
 
+    /// The sha256 digest of `bytes`.
+    pub fn of_sha256(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
+    }
+
     /// The digest of `bytes` with this digest's algorithm, to check content against it.
     pub fn verifies(&self, bytes: &[u8]) -> bool {
         use sha2::Digest as _;

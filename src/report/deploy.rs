@@ -7,7 +7,9 @@ use crate::formats::layout;
 use crate::stages::deploy::DeployReport;
 use crate::stages::deploy::source::DeploySource;
 
-use super::output::{OutputFormat, op_column, write_counts, write_deleted_apps, write_json};
+use super::output::{
+    OutputFormat, op_column, write_counts, write_deleted_apps, write_json, write_retries,
+};
 
 /// Writes a deploy's summary: per app, how many objects were created, updated, unchanged,
 /// deleted and failed, and how long it took; `--output json` prints every object.
@@ -25,6 +27,7 @@ pub fn write_deploy(
         .map(|o| (o.app.as_str(), op_column(o.op, o.result == "ok")));
     write_counts(out, rows)?;
     write_deleted_apps(out, &report.deleted_apps)?;
+    write_retries(out, &report.retries)?;
     writeln!(
         out,
         "{} objects in {:.1}s",

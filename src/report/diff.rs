@@ -6,7 +6,8 @@ use crate::stages::deploy::Op;
 use crate::stages::deploy::diff::DiffReport;
 
 use super::output::{
-    OutputFormat, op_column, write_counts, write_deleted_apps, write_json, write_unified,
+    OutputFormat, op_column, write_counts, write_deleted_apps, write_json, write_retries,
+    write_unified,
 };
 
 /// Writes what a deploy would change: each changed object's diff, the deletions, a table per
@@ -41,6 +42,7 @@ pub fn write_diff(
         .map(|o| (o.app.as_str(), op_column(o.op, o.error.is_none())));
     write_counts(out, rows)?;
     write_deleted_apps(out, &report.deleted_apps)?;
+    write_retries(out, &report.retries)?;
     if report.has_changes() {
         writeln!(out, "a deploy of {} would change the cluster", report.env)
     } else {

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use crate::adapters::retry::RetryNote;
 use crate::stages::deploy::Op;
 
 /// `--output` of every command.
@@ -65,6 +66,22 @@ pub(super) fn write_counts<'a>(
         line(out, app, row.map(|n| n.to_string()))?;
     }
     line(out, "total", total.map(|n| n.to_string()))
+}
+
+/// One line per call that had to be tried again, with its last passing failure.
+pub(super) fn write_retries(out: &mut impl Write, retries: &[RetryNote]) -> std::io::Result<()> {
+    let mut last: std::collections::BTreeMap<&str, &RetryNote> = Default::default();
+    for note in retries {
+        last.insert(&note.what, note);
+    }
+    for (what, note) in last {
+        writeln!(
+            out,
+            "retried {what}: {} time(s), last because {}",
+            note.attempt, note.error
+        )?;
+    }
+    Ok(())
 }
 
 pub(super) fn write_deleted_apps(out: &mut impl Write, apps: &[String]) -> std::io::Result<()> {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::stages::render::Rendered;
 
-use super::output::{OutputFormat, write_json};
+use super::output::{OutputFormat, write_json, write_retries};
 
 /// Writes what a render produced: apps, pinned images, where it went.
 pub fn write_render(
@@ -21,6 +21,7 @@ pub fn write_render(
     for image in &rendered.images {
         writeln!(out, "image {} -> {}", image.image, image.new_image)?;
     }
+    write_retries(out, &rendered.retries)?;
     writeln!(
         out,
         "rendered {} into {} ({} registry lookups)",

@@ -123,6 +123,64 @@ impl Group {
         }
     }
 
+    /// `deploy app-group` on a thread: its exit code, stdout and stderr when joined.
+    pub fn deploy_in_background(
+        &self,
+        extra: &[&str],
+    ) -> std::thread::JoinHandle<(i32, String, String)> {
+        let env = self.env.clone();
+        let repo = self.repo.path().to_path_buf();
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        std::thread::spawn(move || {
+            let mut args = vec![
+                "deploy",
+                "app-group",
+                &env,
+                "--context",
+                "umbrella-test",
+                "--yes",
+            ];
+            args.extend(extra.iter().map(String::as_str));
+            umbrella(&repo, &args, &[])
+        })
+    }
+
+    /// A Service whose wait never ends (nothing gives a LoadBalancer an address here), or is
+    /// not waited for.
+    pub fn load_balancer(&self, waited: bool) -> String {
+        let annotation = if waited {
+            ""
+        } else {
+            "  annotations:\n    kapp.k14s.io/disable-wait: \"true\"\n"
+        };
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\n  namespace: {}\n{annotation}spec:\n  type: LoadBalancer\n  selector:\n    app: none\n  ports:\n  - port: 80\n",
+            self.env
+        )
+    }
+
+    /// The names of the ConfigMaps umbrella manages in the group's namespace, sorted.
+    pub fn managed_config_maps(&self) -> Vec<String> {
+        let output = Command::new("kubectl")
+            .args([
+                "--context",
+                "umbrella-test",
+                "-n",
+                &self.env,
+                "get",
+                "configmaps",
+            ])
+            .args(["-l", "app.kubernetes.io/managed-by=umbrella", "-o", "name"])
+            .output()
+            .expect("kubectl");
+        let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_start_matches("configmap/").to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn config_map(&self, name: &str) -> String {
         format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {}\ndata:\n  k: v\n",

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod group;
+pub mod http_faults;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,23 @@ pub fn write_file(path: impl AsRef<Path>, text: impl AsRef<[u8]>) {
     let path = path.as_ref();
     std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
     std::fs::write(path, text).expect("write file");
+}
+
+/// A git repository whose umbrella chart `shop` renders `templates` (name, text) as its own
+/// app.
+pub fn chart_repository(templates: &[(&str, &str)]) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("temp dir");
+    let chart = repo.path().join("umbrella-chart");
+    write_file(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\n",
+    );
+    write_file(chart.join("values.yaml"), "{}\n");
+    for (name, text) in templates {
+        write_file(chart.join("templates").join(name), text);
+    }
+    git2::Repository::init(repo.path()).expect("git init");
+    repo
 }
 
 /// Copies a directory tree (files and directories only).
@@ -101,4 +119,14 @@ pub fn fresh_example(registry: &str) -> (tempfile::TempDir, String) {
     let sources = sources.replace("127.0.0.1:5000/umbrella/", &format!("{registry}/{prefix}/"));
     std::fs::write(repo.path().join("sources.yaml"), sources).expect("write");
     (repo, prefix)
+}
+
+/// The test cluster's kubeconfig with its server behind `proxy`, written under `dir`.
+pub fn kubeconfig_via(proxy: &proxy::FaultProxy, dir: &Path) -> PathBuf {
+    proxy::kubeconfig_via(proxy, Path::new(&testenv("KUBECONFIG")), dir)
+}
+
+/// The test cluster's API server, `host:port`.
+pub fn api_server() -> String {
+    proxy::server_of(Path::new(&testenv("KUBECONFIG")))
 }

@@ -41,28 +41,11 @@ impl FaultProxy {
         let (mode, _) = watch::channel(Mode::Forward);
         let (resets, _) = watch::channel(0);
         let control = Arc::new(Control { mode, resets });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, address) = std::sync::mpsc::channel();
         let shared = control.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("proxy runtime");
-            runtime.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
-                ready
-                    .send(listener.local_addr().expect("proxy address"))
-                    .expect("report the address");
-                tokio::select! {
-                    _ = accept_loop(listener, target, shared) => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let (address, stop) =
+            serve_in_background(move |listener| accept_loop(listener, target, shared));
         FaultProxy {
-            address: address.recv().expect("proxy started"),
+            address,
             control,
             _stop: stop,
         }
@@ -92,6 +75,35 @@ impl FaultProxy {
     pub fn reset(&self) {
         self.control.resets.send_modify(|n| *n += 1);
     }
+}
+
+/// Runs `serve` on a loopback listener of its own, on a thread of its own, until the returned
+/// sender is dropped.
+pub fn serve_in_background<F, Fut>(serve: F) -> (SocketAddr, tokio::sync::oneshot::Sender<()>)
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        runtime.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+            ready
+                .send(listener.local_addr().expect("proxy address"))
+                .expect("report the address");
+            tokio::select! {
+                _ = serve(listener) => {}
+                _ = stopped => {}
+            }
+        });
+    });
+    (address.recv().expect("proxy started"), stop)
 }
 
 async fn accept_loop(listener: TcpListener, target: String, control: Arc<Control>) {
@@ -171,24 +183,23 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// The test cluster's kubeconfig with its server behind `proxy`, written under `dir`.
-pub fn kubeconfig_via(proxy: &FaultProxy, dir: &std::path::Path) -> std::path::PathBuf {
-    let original = super::testenv("KUBECONFIG");
-    let text = std::fs::read_to_string(&original).expect("read the kubeconfig");
-    let server = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("a server in the kubeconfig")
-        .to_string();
+/// The kubeconfig `kubeconfig` with its server behind `proxy`, written under `dir`.
+pub fn kubeconfig_via(
+    proxy: &FaultProxy,
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(kubeconfig).expect("read the kubeconfig");
+    let server = format!("https://{}", server_of(kubeconfig));
     let proxied = text.replace(&server, &format!("https://{}", proxy.address()));
     let path = dir.join("kubeconfig-via-proxy");
     std::fs::write(&path, proxied).expect("write the kubeconfig");
     path
 }
 
-/// The API server's `host:port`, from the test kubeconfig.
-pub fn api_server() -> String {
-    let text = std::fs::read_to_string(super::testenv("KUBECONFIG")).expect("read the kubeconfig");
+/// The API server's `host:port` in a kubeconfig.
+pub fn server_of(kubeconfig: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(kubeconfig).expect("read the kubeconfig");
     text.lines()
         .find_map(|l| l.trim().strip_prefix("server: https://"))
         .expect("an https server in the kubeconfig")

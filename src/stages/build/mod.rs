@@ -19,6 +19,7 @@ use crate::adapters::credentials::credential_for;
 use crate::adapters::docker::Engine;
 use crate::adapters::git::{self, Revision};
 use crate::adapters::registry::Registry;
+use crate::adapters::retry::Retrier;
 use crate::exit::{self, ExitStatus};
 use crate::formats::images_lock::{ImagesLock, LockedImage, Origin};
 use crate::formats::sources::KbldConfig;
@@ -143,11 +144,11 @@ impl Shared {
             return Ok(registry.clone());
         }
         let credential = credential_for(host).map_err(|e| e.to_string())?;
-        let registry = Arc::new(
-            Registry::connect(host, credential)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let retrier = Retrier::reporting(self.progress.clone());
+        let registry = Registry::connect_with(host, credential, retrier)
+            .await
+            .map_err(|e| e.to_string())?;
+        let registry = Arc::new(registry);
         registries.insert(host.to_string(), registry.clone());
         Ok(registry)
     }

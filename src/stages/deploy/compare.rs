@@ -16,6 +16,7 @@ use super::inventory::foreign_owner;
 use super::outcome::Op;
 use super::plan::{StateCrds, Target, defined_by_state};
 use crate::adapters::cluster;
+use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::formats::secrets;
 
@@ -46,6 +47,7 @@ type DryRunSnapshot = (Option<Value>, Result<(Value, Option<String>), kube::Erro
 /// How the state's objects are compared with the live ones.
 pub(super) struct Comparison<'a> {
     pub client: &'a Client,
+    pub retrier: &'a Retrier,
     /// The environment the state's objects belong to.
     pub env: &'a str,
     pub commits: &'a BTreeMap<String, String>,
@@ -131,8 +133,9 @@ impl Comparison<'_> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let live = api
-                .get_opt(&target.reference.name)
+            let what = format!("reading {}", target.reference);
+            let read = cluster::call(self.retrier, &what, || api.get_opt(&target.reference.name));
+            let live = read
                 .await
                 .map_err(|e| describe_apply_error(&e, &target.desired.value))?
                 .map(|l| cluster::with_type(&l, &target.reference));
@@ -182,10 +185,14 @@ impl Comparison<'_> {
         target: &Target,
         object: &Value,
     ) -> Result<(Value, Option<String>), kube::Error> {
+        let what = format!("dry run of {}", target.reference);
         let apply = |force: bool| {
             let params = cluster::apply_params(force).dry_run();
+            let what = &what;
             async move {
-                api.patch(&target.reference.name, &params, &Patch::Apply(object))
+                let patch = Patch::Apply(object);
+                let sent = || api.patch(&target.reference.name, &params, &patch);
+                cluster::call(self.retrier, what, sent)
                     .await
                     .map(|o| cluster::with_type(&o, &target.reference))
             }

@@ -14,6 +14,7 @@ use super::request::Group;
 use super::source::DeploySource;
 use super::{desired, plan, removal};
 use crate::adapters::cluster;
+use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit;
 use crate::formats::object_ref::ObjectRef;
 
@@ -39,6 +40,9 @@ pub struct DiffReport {
     pub objects: Vec<ObjectDiff>,
     /// Apps whose directory is gone from the state: a deploy deletes them.
     pub deleted_apps: Vec<String>,
+    /// Calls that failed for a passing reason and were tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryNote>,
 }
 
 impl DiffReport {
@@ -70,12 +74,15 @@ impl DiffReport {
 pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError> {
     let env = &request.group.env;
     let desired = desired::load(&request.source.dir, env).map_err(DeployError::Invalid)?;
-    let client = request.group.connect().await?;
-    let discovery = cluster::discover(&client).await?;
+    let retrier = Retrier::default();
+    let cluster = request.group.connect().await?;
+    let client = cluster.client.clone();
+    let discovery = cluster::discover(&cluster, &retrier).await?;
     let state_crds = plan::crds_in_state(&desired);
     let targets = plan::targets_of(desired, &discovery);
     let comparison = Comparison {
         client: &client,
+        retrier: &retrier,
         env,
         commits: &request.source.commits,
         state_crds: &state_crds,
@@ -88,12 +95,16 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
         .into_iter()
         .map(|(diff, _)| diff)
         .collect();
-    let previous = request.group.inventories(&client).by_app().await?;
+    let previous = request
+        .group
+        .inventories(&client, &retrier)
+        .by_app()
+        .await?;
     if let Some(other) = inventory::other_repository(env, &previous, &request.source.repository) {
         return Err(DeployError::Invalid(vec![other]));
     }
     let wanted = plan::wanted_by_app(&targets);
-    objects.extend(pruned(&client, &discovery, &previous, &wanted).await?);
+    objects.extend(pruned(&client, &retrier, &discovery, &previous, &wanted).await?);
     Ok(DiffReport {
         env: env.clone(),
         objects,
@@ -102,6 +113,7 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
             .filter(|app| !wanted.contains_key(*app))
             .cloned()
             .collect(),
+        retries: retrier.notes(),
     })
 }
 
@@ -109,11 +121,13 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
 /// or let go; a deletion deploy would refuse carries why.
 async fn pruned(
     client: &Client,
+    retrier: &Retrier,
     discovery: &Discovery,
     previous: &BTreeMap<String, Inventory>,
     wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
 ) -> Result<Vec<ObjectDiff>, DeployError> {
-    let live = removal::live_stale(client, discovery, removal::stale(previous, wanted)).await?;
+    let stale = removal::stale(previous, wanted);
+    let live = removal::live_stale(client, retrier, discovery, stale).await?;
     Ok(live
         .iter()
         .map(|stale| ObjectDiff {

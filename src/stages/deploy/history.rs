@@ -7,6 +7,7 @@ use std::path::Path;
 use super::outcome::DeployError;
 use super::request::Group;
 use crate::adapters::git::{self, GitError, StateCommit};
+use crate::adapters::retry::Retrier;
 use crate::exit::{self, ExitStatus};
 use crate::formats::layout;
 
@@ -17,8 +18,9 @@ pub fn state_commits(root: &Path, env: &str) -> Result<Vec<StateCommit>, GitErro
 
 /// The commits the group's inventories record as deployed.
 pub async fn recorded_commits(group: &Group) -> Result<BTreeSet<String>, DeployError> {
-    let client = group.connect().await?;
-    let inventories = group.inventories(&client).list().await?;
+    let cluster = group.connect().await?;
+    let inventories = group.inventories(&cluster.client, &Retrier::default());
+    let inventories = inventories.list().await?;
     Ok(inventories.into_iter().map(|i| i.commit).collect())
 }
 

@@ -18,6 +18,7 @@ use kube::{Client, ResourceExt};
 
 use crate::adapters::cluster;
 use crate::adapters::git::{RepositoryId, UNCOMMITTED};
+use crate::adapters::retry::Retrier;
 use crate::formats::layout::AppId;
 use crate::formats::object_ref::ObjectRef;
 
@@ -97,20 +98,27 @@ pub struct Inventories {
     client: Client,
     namespace: String,
     group: String,
+    retrier: Retrier,
 }
 
 impl Inventories {
-    pub fn new(client: Client, namespace: &str, group: &str) -> Self {
+    pub fn new(client: Client, namespace: &str, group: &str, retrier: &Retrier) -> Self {
         Inventories {
             api: Api::namespaced(client.clone(), namespace),
             client,
             namespace: namespace.to_string(),
             group: group.to_string(),
+            retrier: retrier.clone(),
         }
     }
 
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The retry policy of the group's calls.
+    pub fn retrier(&self) -> &Retrier {
+        &self.retrier
     }
 
     /// The namespace of the inventories and the group's lock.
@@ -135,7 +143,10 @@ impl Inventories {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let mut namespace = Namespace::default();
         namespace.metadata.name = Some(self.namespace.clone());
-        match api.create(&PostParams::default(), &namespace).await {
+        let what = format!("creating namespace {}", self.namespace);
+        let params = PostParams::default();
+        let created = cluster::call(&self.retrier, &what, || api.create(&params, &namespace));
+        match created.await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => Err(self.api_error(e)),
@@ -149,9 +160,8 @@ impl Inventories {
             "{INVENTORY_LABEL}=true,{GROUP_LABEL}={}",
             self.group
         ));
-        let maps = self
-            .api
-            .list(&params)
+        let what = format!("listing the inventories of {}", self.group);
+        let maps = cluster::call(&self.retrier, &what, || self.api.list(&params))
             .await
             .map_err(|e| self.api_error(e))?
             .items;
@@ -203,10 +213,14 @@ impl Inventories {
                 "origin": repository.origin.clone().unwrap_or_default(),
                 "root": repository.root.clone().unwrap_or_default()},
         });
-        self.api
-            .patch(&name, &cluster::apply_params(true), &Patch::Apply(&map))
-            .await
-            .map_err(|e| self.api_error(e))?;
+        let params = cluster::apply_params(true);
+        let what = format!("writing inventory {name}");
+        let patch = Patch::Apply(&map);
+        cluster::call(&self.retrier, &what, || {
+            self.api.patch(&name, &params, &patch)
+        })
+        .await
+        .map_err(|e| self.api_error(e))?;
         match &inventory.legacy_name {
             Some(legacy) if *legacy != name => self.delete_named(legacy).await,
             _ => Ok(()),
@@ -223,7 +237,10 @@ impl Inventories {
     }
 
     async fn delete_named(&self, name: &str) -> Result<(), InventoryError> {
-        match self.api.delete(name, &DeleteParams::default()).await {
+        let what = format!("deleting inventory {name}");
+        let params = DeleteParams::default();
+        let deleted = cluster::call(&self.retrier, &what, || self.api.delete(name, &params));
+        match deleted.await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(self.api_error(e)),

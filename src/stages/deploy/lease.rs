@@ -19,13 +19,21 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::inventory::{Inventories, InventoryError};
+use crate::adapters::cluster;
+use crate::adapters::retry::Retrier;
 
-/// How long a Lease nobody renews stays taken, as its candidates count it.
-const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How long the holder goes on without a successful renewal before it stops writing.
-const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a Lease nobody renews stays taken, as its candidates count it. Twice client-go's
+/// default: a deploy rides out an API server outage of 10 s and more, where a controller
+/// would rather hand over fast.
+const LEASE_DURATION: Duration = Duration::from_secs(30);
+/// How long the holder goes on without a successful renewal before it stops writing: a third
+/// of the lease duration is left between the two, for requests still under way.
+const RENEW_DEADLINE: Duration = Duration::from_secs(20);
 /// How often the holder renews, and a waiting candidate looks again.
 const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// How long the end of a deploy waits for a renewal in flight; the release gets twice that.
+/// A healthy API server answers in milliseconds; a stalled one must not hold the exit.
+const STOP_WAIT: Duration = Duration::from_millis(500);
 
 /// The lock could not be taken, or was lost.
 #[derive(Debug, thiserror::Error)]
@@ -100,16 +108,6 @@ impl Fence {
                     }
                 }
             }
-        }
-    }
-
-    /// Runs `work` while the lock is held: `Err` as soon as it is lost, `work` dropped (and
-    /// with it every request it has in flight).
-    pub async fn guard<T>(&self, work: impl Future<Output = T>) -> Result<T, LeaseError> {
-        self.check()?;
-        tokio::select! {
-            done = work => Ok(done),
-            lost = self.lost() => Err(lost),
         }
     }
 }
@@ -205,13 +203,18 @@ impl Observed {
     }
 }
 
-/// Free to take at once: no holder (released).
-fn unheld(lease: &Lease) -> bool {
+/// Who holds the Lease (empty when nobody does).
+fn holder_of(lease: &Lease) -> &str {
     lease
         .spec
         .as_ref()
         .and_then(|s| s.holder_identity.as_deref())
-        .is_none_or(str::is_empty)
+        .unwrap_or_default()
+}
+
+/// Free to take at once: no holder (released).
+fn unheld(lease: &Lease) -> bool {
+    holder_of(lease).is_empty()
 }
 
 /// A held group lock.
@@ -230,6 +233,7 @@ impl GroupLock {
     /// Takes the group's lock, waiting up to `wait` for its holder to finish or to be gone.
     async fn take(inventories: &Inventories, wait: Duration) -> Result<Self, LeaseError> {
         let candidate = Candidate {
+            retrier: inventories.retrier().clone(),
             api: Api::namespaced(inventories.client(), inventories.namespace()),
             name: format!("umbrella-lock-{}", inventories.group()),
             lease: lease_name(inventories),
@@ -282,12 +286,13 @@ impl GroupLock {
             }),
             ..Default::default()
         };
-        let _ = tokio::time::timeout(RETRY_PERIOD * 2, self.api.delete(&self.name, &params)).await;
+        let _ = tokio::time::timeout(STOP_WAIT * 2, self.api.delete(&self.name, &params)).await;
     }
 }
 
 /// Someone who wants the lock.
 struct Candidate {
+    retrier: Retrier,
     api: Api<Lease>,
     name: String,
     lease: String,
@@ -307,41 +312,49 @@ impl Candidate {
         }
     }
 
-    async fn call<T>(
-        &self,
-        call: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<Result<T, kube::Error>, LeaseError> {
-        tokio::time::timeout(RETRY_PERIOD * 5, call)
-            .await
-            .map_err(|_| LeaseError::NoAnswer {
-                lease: self.lease.clone(),
-            })
+    /// A Lease call with the retry policy: every one of them is conditional or a read.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        cluster::call(
+            &self.retrier,
+            &format!("the deploy lock {}", self.lease),
+            call,
+        )
+        .await
     }
 
     /// Creates the Lease, or takes over one that is free or expired by our own observation.
     async fn try_take(&self, observed: &mut Option<Observed>) -> Result<Attempt, LeaseError> {
         let sent = Instant::now();
         let fresh = self.lease_object(None, 0);
-        match self
-            .call(self.api.create(&PostParams::default(), &fresh))
-            .await?
-        {
+        let params = PostParams::default();
+        match self.call(|| self.api.create(&params, &fresh)).await {
             Ok(created) => return Ok(Attempt::Taken(self.taken(created, sent))),
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(self.api_error(e)),
         }
-        let current = match self.call(self.api.get_opt(&self.name)).await? {
-            Ok(Some(current)) => current,
+        let Some(current) = self.current().await? else {
             // Released between our create and our read: try again at once.
-            Ok(None) => return Box::pin(self.try_take(observed)).await,
-            Err(e) => return Err(self.api_error(e)),
+            return Box::pin(self.try_take(observed)).await;
         };
+        if holder_of(&current) == self.holder {
+            // Our create landed, but its answer was lost (and retried into a conflict).
+            return Ok(Attempt::Taken(self.taken(current, sent)));
+        }
         let seen = Observed::update(observed.take(), &current, Instant::now());
         let free = unheld(&current) || seen.expired(Instant::now());
         *observed = Some(seen);
         if !free {
             return Ok(Attempt::Held(current));
         }
+        self.take_over(current).await
+    }
+
+    /// Replaces a free or expired Lease, on condition that it is still the version we saw.
+    async fn take_over(&self, current: Lease) -> Result<Attempt, LeaseError> {
         let transitions = current
             .spec
             .as_ref()
@@ -350,18 +363,28 @@ impl Candidate {
         let takeover =
             self.lease_object(current.metadata.resource_version.clone(), transitions + 1);
         let sent = Instant::now();
+        let params = PostParams::default();
         match self
-            .call(
-                self.api
-                    .replace(&self.name, &PostParams::default(), &takeover),
-            )
-            .await?
+            .call(|| self.api.replace(&self.name, &params, &takeover))
+            .await
         {
             Ok(taken) => Ok(Attempt::Taken(self.taken(taken, sent))),
-            // Someone else wrote it first: it is theirs, and our observation starts over.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Held(current)),
+            // Someone wrote it first (then it is theirs, and our observation starts over), or
+            // our own replace landed and its answer was lost.
+            Err(kube::Error::Api(e)) if e.code == 409 => match self.current().await? {
+                Some(now) if holder_of(&now) == self.holder => {
+                    Ok(Attempt::Taken(self.taken(now, sent)))
+                }
+                _ => Ok(Attempt::Held(current)),
+            },
             Err(e) => Err(self.api_error(e)),
         }
+    }
+
+    async fn current(&self) -> Result<Option<Lease>, LeaseError> {
+        self.call(|| self.api.get_opt(&self.name))
+            .await
+            .map_err(|e| self.api_error(e))
     }
 
     fn lease_object(&self, version: Option<String>, transitions: i32) -> Lease {
@@ -423,7 +446,16 @@ impl Keeper {
     /// the lock is still ours, `None` when it was lost.
     async fn stop(self) -> Option<String> {
         let _ = self.stop.send(());
-        self.task.await.ok().flatten()
+        let mut task = self.task;
+        match tokio::time::timeout(STOP_WAIT, &mut task).await {
+            Ok(done) => done.ok().flatten(),
+            // A renewal hangs (the API server does not answer): leave the Lease to expire
+            // rather than race that renewal with a release.
+            Err(_) => {
+                task.abort();
+                None
+            }
+        }
     }
 }
 
@@ -563,18 +595,20 @@ mod tests {
             cause,
         };
         assert!(fence.check().is_ok());
-        tokio::time::sleep(Duration::from_secs(9)).await;
+        let almost = RENEW_DEADLINE - Duration::from_secs(1);
+        tokio::time::sleep(almost).await;
         deadline.send_replace(Instant::now() + RENEW_DEADLINE);
-        tokio::time::sleep(Duration::from_secs(9)).await;
-        assert!(fence.check().is_ok(), "renewed at 9s: held until 19s");
+        tokio::time::sleep(almost).await;
+        assert!(
+            fence.check().is_ok(),
+            "renewed just in time: held for another deadline"
+        );
         let lost = fence.lost().await;
         assert_eq!(
             Instant::now().duration_since(start),
-            Duration::from_secs(19)
+            almost + RENEW_DEADLINE
         );
         assert!(lost.to_string().contains("lost the deploy lock"), "{lost}");
         assert!(fence.check().is_err());
-        let never = fence.guard(std::future::pending::<()>()).await;
-        assert!(never.is_err());
     }
 }

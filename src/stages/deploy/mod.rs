@@ -14,6 +14,7 @@ pub mod diff;
 pub mod history;
 pub mod inventory;
 mod lease;
+mod limits;
 pub mod order;
 mod outcome;
 mod plan;
@@ -26,17 +27,18 @@ pub mod status;
 mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use kube::Client;
 use kube::discovery::Discovery;
 
-use crate::adapters::cluster;
+use crate::adapters::cluster::{self, Cluster};
+use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
 use inventory::{Inventories, Inventory};
-use lease::{Fence, LeaseError};
+use limits::{Limits, Stop};
 use outcome::failed;
 use plan::Target;
 use wait::WaitError;
@@ -47,32 +49,44 @@ pub use request::{COMMIT_ANNOTATION, DeployRequest, Group};
 
 /// Deploys the app group. Everything that can be checked is checked before the first write;
 /// what needs the cluster (dry runs, ownership) is checked holding the group's lock, so it
-/// sees what the previous deploy left.
+/// sees what the previous deploy left. Calls that fail for a passing reason are retried.
 pub async fn deploy(
     request: &DeployRequest,
-    progress: &dyn Progress,
+    progress: Arc<dyn Progress>,
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
     let desired =
         desired::load(&request.source.dir, &request.group.env).map_err(DeployError::Invalid)?;
-    let client = request.group.connect().await?;
-    let discovery = cluster::discover(&client).await?;
+    let retrier = Retrier::reporting(progress.clone());
+    let cluster = request.group.connect().await?;
+    let discovery = cluster::discover(&cluster, &retrier).await?;
     let state_crds = plan::crds_in_state(&desired);
     let targets = plan::targets_of(desired, &discovery);
     let waves = plan::plan_waves(&targets, &state_crds)?;
-    let inventories = request.group.inventories(&client);
+    let inventories = request.group.inventories(&cluster.client, &retrier);
     let locked = lease::with_group_lock(&inventories, request.lock_timeout, |fence| async {
         let run = Run {
             request,
-            progress,
-            client: &client,
+            progress: progress.as_ref(),
+            cluster: &cluster,
             discovery: &discovery,
-            fence,
+            retrier: &retrier,
+            limits: Limits {
+                fence,
+                deadline: tokio::time::Instant::now() + request.wait_timeout,
+            },
         };
         run.locked(targets, &state_crds, waves, &inventories).await
     });
-    locked
-        .await
+    let mut outcome = locked.await;
+    match &mut outcome {
+        Ok(report) => report.retries = retrier.notes(),
+        Err(DeployError::Failed { report, .. } | DeployError::Timeout { report, .. }) => {
+            report.retries = retrier.notes();
+        }
+        Err(_) => {}
+    }
+    outcome
         .map_err(|e| e.with_duration(started))
         .map(|mut report| {
             report.duration_ms = started.elapsed().as_millis();
@@ -84,9 +98,10 @@ pub async fn deploy(
 struct Run<'a> {
     request: &'a DeployRequest,
     progress: &'a dyn Progress,
-    client: &'a Client,
+    cluster: &'a Cluster,
     discovery: &'a Discovery,
-    fence: Fence,
+    retrier: &'a Retrier,
+    limits: Limits,
 }
 
 impl Run<'_> {
@@ -108,23 +123,29 @@ impl Run<'_> {
         if let Some(why) = emptying.filter(|_| !self.request.allow_empty) {
             return Err(DeployError::Invalid(vec![why]));
         }
-        apply::preflight(self.client, &mut targets, state_crds, self.request).await?;
+        let client = &self.cluster.client;
+        let applier = apply::Applier {
+            client,
+            request: self.request,
+            retrier: self.retrier,
+        };
+        applier.preflight(&mut targets, state_crds).await?;
         let removal = self.plan_removal(&previous, &wanted).await?;
-        let deadline = tokio::time::Instant::now() + self.request.wait_timeout;
-        self.record_intent(inventories, &previous, &wanted).await?;
         let mut report = DeployReport {
             env: self.request.group.env.clone(),
             ..Default::default()
         };
+        self.record_intent(inventories, &previous, &wanted, &report)
+            .await?;
         for wave in &waves {
-            plan::refresh_resources(self.client, &mut targets, wave).await?;
-            self.run_wave(&targets, wave, deadline, &mut report).await?;
+            plan::refresh_resources(self.cluster, self.retrier, &mut targets, wave).await?;
+            self.run_wave(&applier, &targets, wave, &mut report).await?;
         }
         let pruning = prune::Deleter {
-            client: self.client,
+            client,
             progress: self.progress,
-            fence: &self.fence,
-            deadline,
+            retrier: self.retrier,
+            limits: &self.limits,
         };
         pruning
             .remove(self.discovery, &removal, &mut report)
@@ -135,68 +156,86 @@ impl Run<'_> {
     }
 
     /// Applies a wave, then waits for what its answers did not show ready. Each outcome is
-    /// reported as it comes; the objects still unsettled when the lock is lost are reported as
-    /// such.
+    /// reported as it comes; the objects still unsettled when a limit is reached are reported
+    /// as such.
     async fn run_wave(
         &self,
+        applier: &apply::Applier<'_>,
         targets: &[Target],
         wave: &[usize],
-        deadline: tokio::time::Instant,
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
-        let mut applied = std::pin::pin!(apply::apply_wave(
-            self.client,
-            self.request,
+        let applied = self.apply_wave(applier, targets, wave, report).await?;
+        let client = &self.cluster.client;
+        let waits = wait::wait_wave(
+            client,
             self.progress,
-            &self.fence,
             targets,
-            wave,
-        ));
-        let mut unsettled: BTreeSet<usize> = wave.iter().copied().collect();
-        let mut positions = BTreeMap::new();
-        let mut failure = None;
-        let mut to_wait = Vec::new();
-        loop {
-            let next = match self.fence.guard(applied.next()).await {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(lost) => return Err(lost_during(report, targets, &unsettled, lost)),
-            };
-            let (index, op, result, duration_ms) = next;
-            unsettled.remove(&index);
-            positions.insert(index, report.objects.len());
-            match &result {
-                Ok(true) => self
-                    .progress
-                    .finish(&plan::label_of(&targets[index]), "ready"),
-                Ok(false) => to_wait.push(index),
-                Err(e) => {
-                    failure
-                        .get_or_insert_with(|| format!("{}: {e}", plan::label_of(&targets[index])));
-                }
-            }
-            report.objects.push(ObjectReport::new(
-                &targets[index].desired.app,
-                &targets[index].reference,
-                op,
-                result.err(),
-                duration_ms,
-            ));
-        }
-        if let Some(reason) = failure {
-            return Err(failed(report, reason));
-        }
-        let waits = wait::wait_wave(self.client, self.progress, targets, &to_wait, deadline);
-        match self.fence.guard(waits).await {
-            Ok(waited) => settle_waits(report, &positions, waited),
-            Err(lost) => {
-                for index in &to_wait {
-                    let entry = &mut report.objects[positions[index]];
+            &applied.to_wait,
+            &applied.templates_kept,
+            self.limits.deadline,
+        );
+        match self.limits.guard(waits).await {
+            Ok(waited) => settle_waits(report, &applied.positions, waited),
+            Err(stop) => {
+                for index in &applied.to_wait {
+                    let entry = &mut report.objects[applied.positions[index]];
                     entry.result = "unknown".into();
                     entry.message = Some("applied; whether it got ready is not known".into());
                 }
-                Err(failed(report, lost.to_string()))
+                let waiting = applied
+                    .to_wait
+                    .iter()
+                    .map(|&i| plan::label_of(&targets[i]))
+                    .collect();
+                Err(stop.failure(report, waiting))
             }
+        }
+    }
+
+    /// Applies the wave's objects, reporting each as its answer comes; the first failure ends
+    /// the deploy once the wave's applies are answered.
+    async fn apply_wave(
+        &self,
+        applier: &apply::Applier<'_>,
+        targets: &[Target],
+        wave: &[usize],
+        report: &mut DeployReport,
+    ) -> Result<Applied, DeployError> {
+        let fence = &self.limits.fence;
+        let mut answers = std::pin::pin!(applier.apply_wave(self.progress, fence, targets, wave));
+        let mut unsettled: BTreeSet<usize> = wave.iter().copied().collect();
+        let mut applied = Applied::default();
+        let mut failure = None;
+        loop {
+            let (index, op, result, duration_ms) = match self.limits.guard(answers.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(stop) => return Err(stopped_during(report, targets, &unsettled, stop)),
+            };
+            unsettled.remove(&index);
+            applied.positions.insert(index, report.objects.len());
+            let label = plan::label_of(&targets[index]);
+            match &result {
+                Ok(true) => self.progress.finish(&label, "ready"),
+                Ok(false) => applied.waiting(index, &targets[index]),
+                Err(e) => {
+                    failure.get_or_insert_with(|| format!("{label}: {e}"));
+                }
+            }
+            let target = &targets[index];
+            let entry = ObjectReport::new(
+                &target.desired.app,
+                &target.reference,
+                op,
+                result.err(),
+                duration_ms,
+            );
+            report.objects.push(entry);
+        }
+        match failure {
+            Some(reason) => Err(failed(report, reason)),
+            None => Ok(applied),
         }
     }
 
@@ -208,7 +247,8 @@ impl Run<'_> {
         wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
     ) -> Result<removal::Removal, DeployError> {
         let owned = removal::stale(previous, wanted);
-        let live = removal::live_stale(self.client, self.discovery, owned).await?;
+        let client = &self.cluster.client;
+        let live = removal::live_stale(client, self.retrier, self.discovery, owned).await?;
         let forbidden = removal::forbidden(&live, wanted);
         if !forbidden.is_empty() {
             return Err(DeployError::Invalid(forbidden));
@@ -224,13 +264,14 @@ impl Run<'_> {
         inventories: &Inventories,
         previous: &BTreeMap<String, Inventory>,
         wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+        report: &DeployReport,
     ) -> Result<(), DeployError> {
         for (app, objects) in wanted {
             let before = previous.get(app);
             let mut union = before.map(|i| i.objects.clone()).unwrap_or_default();
             union.extend(objects.iter().cloned());
             let commit = before.map(|i| i.commit.clone()).unwrap_or_default();
-            self.write_inventory(inventories, before, app, union, commit)
+            self.write_inventory(inventories, before, app, union, commit, report)
                 .await?;
         }
         Ok(())
@@ -248,14 +289,15 @@ impl Run<'_> {
             let commit = self.request.source.commits.get(app).cloned();
             let before = previous.get(app);
             let commit = commit.unwrap_or_default();
-            self.write_inventory(inventories, before, app, objects.clone(), commit)
+            self.write_inventory(inventories, before, app, objects.clone(), commit, report)
                 .await?;
         }
         for (app, gone) in previous
             .iter()
             .filter(|(app, _)| !wanted.contains_key(*app))
         {
-            self.fence.guard(inventories.delete(gone)).await??;
+            let deleted = self.limits.guard(inventories.delete(gone)).await;
+            deleted.map_err(|stop| stop.failure(report, Vec::new()))??;
             report.deleted_apps.push(app.clone());
         }
         Ok(())
@@ -269,6 +311,7 @@ impl Run<'_> {
         app: &str,
         objects: BTreeSet<ObjectRef>,
         commit: String,
+        report: &DeployReport,
     ) -> Result<(), DeployError> {
         let inventory = Inventory {
             app: app.to_string(),
@@ -278,17 +321,18 @@ impl Run<'_> {
             repository: self.request.source.repository.clone(),
             legacy_name: before.and_then(|b| b.legacy_name.clone()),
         };
-        Ok(self.fence.guard(inventories.write(&inventory)).await??)
+        let written = self.limits.guard(inventories.write(&inventory)).await;
+        Ok(written.map_err(|stop| stop.failure(report, Vec::new()))??)
     }
 }
 
-/// The deploy's failure when the lock is lost during a wave's applies: the applies not yet
+/// The deploy's failure when a limit is reached during a wave's applies: the applies not yet
 /// answered are reported as not known.
-fn lost_during(
+fn stopped_during(
     report: &mut DeployReport,
     targets: &[Target],
     unsettled: &BTreeSet<usize>,
-    lost: LeaseError,
+    stop: Stop,
 ) -> DeployError {
     for &index in unsettled {
         let target = &targets[index];
@@ -302,7 +346,30 @@ fn lost_during(
         entry.message = Some("sent, or about to be: whether it was applied is not known".into());
         report.objects.push(entry);
     }
-    failed(report, lost.to_string())
+    let waiting = unsettled
+        .iter()
+        .map(|&i| plan::label_of(&targets[i]))
+        .collect();
+    stop.failure(report, waiting)
+}
+
+/// What a wave's applies left to do.
+#[derive(Default)]
+struct Applied {
+    /// Each object's line in the report.
+    positions: BTreeMap<usize, usize>,
+    /// The objects to wait for, and those of them whose pod template the apply kept.
+    to_wait: Vec<usize>,
+    templates_kept: BTreeSet<usize>,
+}
+
+impl Applied {
+    fn waiting(&mut self, index: usize, target: &Target) {
+        self.to_wait.push(index);
+        if target.template_kept {
+            self.templates_kept.insert(index);
+        }
+    }
 }
 
 /// Puts each wait's outcome on its object's line; the first failure, or the timeouts, end the
@@ -334,7 +401,7 @@ fn settle_waits(
     }
     if !waiting.is_empty() {
         return Err(DeployError::Timeout {
-            report: report.clone(),
+            report: Box::new(report.clone()),
             waiting,
         });
     }

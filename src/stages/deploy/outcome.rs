@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::inventory::InventoryError;
 use super::lease::LeaseError;
 use crate::adapters::cluster::ClusterError;
+use crate::adapters::retry::RetryNote;
 use crate::exit::{self, ExitStatus};
 use crate::formats::object_ref::ObjectRef;
 
@@ -66,6 +67,9 @@ pub struct DeployReport {
     pub objects: Vec<ObjectReport>,
     pub deleted_apps: Vec<String>,
     pub duration_ms: u128,
+    /// Calls that failed for a passing reason and were tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryNote>,
 }
 
 /// The deploy did not succeed. Each variant has its exit status (see README).
@@ -85,12 +89,12 @@ pub enum DeployError {
     Scratch(std::io::Error),
     #[error("{reason}")]
     Failed {
-        report: DeployReport,
+        report: Box<DeployReport>,
         reason: String,
     },
     #[error("timed out; still not ready:\n  {}", waiting.join("\n  "))]
     Timeout {
-        report: DeployReport,
+        report: Box<DeployReport>,
         waiting: Vec<String>,
     },
 }
@@ -129,7 +133,7 @@ impl ExitStatus for DeployError {
 /// The deploy failed after writing: the report of what was done, and why.
 pub(super) fn failed(report: &DeployReport, reason: String) -> DeployError {
     DeployError::Failed {
-        report: report.clone(),
+        report: Box::new(report.clone()),
         reason,
     }
 }

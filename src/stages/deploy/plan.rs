@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use kube::Client;
 use kube::api::ApiResource;
 use kube::discovery::Discovery;
 
 use super::desired::Desired;
 use super::order;
 use super::outcome::DeployError;
-use crate::adapters::cluster;
+use crate::adapters::cluster::{self, Cluster};
+use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 
 /// An object with how to reach it in the cluster (`None` until its CRD is established).
@@ -21,6 +21,9 @@ pub(super) struct Target {
     pub resource: Option<(ApiResource, bool)>,
     /// The live object's resourceVersion, when the preflight found it.
     pub live_version: Option<String>,
+    /// The deploy leaves the live pod template as it is: the workload's existing pods are its
+    /// current ones, however old (their failures count).
+    pub template_kept: bool,
 }
 
 /// The kinds the state's CRDs define: (group, kind) -> namespaced.
@@ -35,6 +38,7 @@ pub(super) fn targets_of(desired: Vec<Desired>, discovery: &Discovery) -> Vec<Ta
             resource: cluster::resolve(discovery, &d.reference()),
             desired: d,
             live_version: None,
+            template_kept: false,
         })
         .collect()
 }
@@ -111,7 +115,8 @@ pub(super) fn plan_waves(
 
 /// After CRDs of an earlier wave were established, their kinds become known.
 pub(super) async fn refresh_resources(
-    client: &Client,
+    cluster: &Cluster,
+    retrier: &Retrier,
     targets: &mut [Target],
     wave: &[usize],
 ) -> Result<(), DeployError> {
@@ -121,7 +126,7 @@ pub(super) async fn refresh_resources(
         if known(targets) {
             break;
         }
-        let discovery = cluster::discover(client).await?;
+        let discovery = cluster::discover(cluster, retrier).await?;
         for &index in wave {
             if targets[index].resource.is_none() {
                 targets[index].resource = cluster::resolve(&discovery, &targets[index].reference);
@@ -149,6 +154,7 @@ mod tests {
             desired,
             resource: None,
             live_version: None,
+            template_kept: false,
         }
     }
 

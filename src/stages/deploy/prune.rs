@@ -2,6 +2,7 @@
 //! (`delete app-group`): the upsert order backwards, each object waited for until it is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -11,11 +12,13 @@ use kube::discovery::Discovery;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::inventory::{APP_LABEL, GROUP_LABEL};
-use super::lease::{self, Fence, LeaseError};
+use super::lease::{self, Fence};
+use super::limits::{Limits, Stop};
 use super::outcome::{DeployError, DeployReport, ObjectReport, Op, failed};
 use super::removal::{Owned, Removal, live_stale, removal, stale};
 use super::request::{COMMIT_ANNOTATION, Group, MANAGED_BY};
 use crate::adapters::cluster;
+use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
 
@@ -23,8 +26,8 @@ use crate::progress::Progress;
 pub(super) struct Deleter<'a> {
     pub client: &'a Client,
     pub progress: &'a dyn Progress,
-    pub fence: &'a Fence,
-    pub deadline: tokio::time::Instant,
+    pub retrier: &'a Retrier,
+    pub limits: &'a Limits,
 }
 
 impl Deleter<'_> {
@@ -41,7 +44,8 @@ impl Deleter<'_> {
         }
         for owned in &removal.orphans {
             let started = Instant::now();
-            let result = self.fence.guard(self.let_go(discovery, &owned.1)).await?;
+            let guarded = self.limits.guard(self.let_go(discovery, &owned.1)).await;
+            let result = guarded.map_err(|stop| stop.failure(report, vec![owned.1.to_string()]))?;
             let mut entry = ObjectReport::new(
                 &owned.0,
                 &owned.1,
@@ -70,12 +74,14 @@ impl Deleter<'_> {
             "labels": {MANAGED_BY: null, APP_LABEL: null, GROUP_LABEL: null},
             "annotations": {COMMIT_ANNOTATION: null},
         }});
-        self.fence.check().map_err(|e| e.to_string())?;
+        self.limits.fence.check().map_err(|e| e.to_string())?;
         let params = kube::api::PatchParams::default();
-        match api
-            .patch(&reference.name, &params, &kube::api::Patch::Merge(&patch))
-            .await
-        {
+        let what = format!("letting {reference} go");
+        let patch = kube::api::Patch::Merge(&patch);
+        let patched = cluster::call(self.retrier, &what, || {
+            api.patch(&reference.name, &params, &patch)
+        });
+        match patched.await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e.to_string()),
@@ -99,10 +105,11 @@ impl Deleter<'_> {
             .collect();
         let mut unsettled: BTreeSet<usize> = (0..wave.len()).collect();
         loop {
-            let (position, (result, duration_ms)) = match self.fence.guard(deletions.next()).await {
+            let (position, (result, duration_ms)) = match self.limits.guard(deletions.next()).await
+            {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(()),
-                Err(lost) => return Err(lost_while_deleting(report, wave, &unsettled, &lost)),
+                Err(stop) => return Err(stopped_while_deleting(report, wave, &unsettled, stop)),
             };
             unsettled.remove(&position);
             let (app, reference) = &wave[position];
@@ -144,11 +151,11 @@ impl Deleter<'_> {
             return Ok(());
         };
         let api = cluster::api_for(self.client, &resource, namespaced, reference);
-        self.fence.check().map_err(|e| e.to_string())?;
-        match api
-            .delete(&reference.name, &DeleteParams::background())
-            .await
-        {
+        self.limits.fence.check().map_err(|e| e.to_string())?;
+        let what = format!("deleting {reference}");
+        let params = DeleteParams::background();
+        let deleted = cluster::call(self.retrier, &what, || api.delete(&reference.name, &params));
+        match deleted.await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
             Err(e) => return Err(e.to_string()),
@@ -169,7 +176,7 @@ impl Deleter<'_> {
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(e.to_string()),
                 },
-                _ = tokio::time::sleep_until(self.deadline) => return Err("still there at the wait timeout".into()),
+                _ = tokio::time::sleep_until(self.limits.deadline) => return Err("still there at the wait timeout".into()),
             }
         }
     }
@@ -187,32 +194,38 @@ pub struct DeleteRequest {
 /// gone, then removes the inventories.
 pub async fn delete_group(
     request: &DeleteRequest,
-    progress: &dyn Progress,
+    progress: Arc<dyn Progress>,
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
-    let client = request.group.connect().await?;
-    let inventories = request.group.inventories(&client);
-    let (client, inventories) = (&client, &inventories);
+    let retrier = Retrier::reporting(progress.clone());
+    let cluster = request.group.connect().await?;
+    let inventories = request.group.inventories(&cluster.client, &retrier);
+    let (cluster, inventories, retrier) = (&cluster, &inventories, &retrier);
     let work = |fence: Fence| async move {
-        let deleter = Deleter {
-            client,
-            progress,
-            fence: &fence,
+        let limits = Limits {
+            fence,
             deadline: tokio::time::Instant::now() + request.wait_timeout,
+        };
+        let deleter = Deleter {
+            client: &cluster.client,
+            progress: progress.as_ref(),
+            retrier,
+            limits: &limits,
         };
         let previous = inventories.by_app().await?;
         let mut report = DeployReport {
             env: request.group.env.clone(),
             ..Default::default()
         };
-        let discovery = cluster::discover(client).await?;
+        let discovery = cluster::discover(cluster, retrier).await?;
         let owned = stale(&previous, &BTreeMap::new());
-        let live = live_stale(client, &discovery, owned).await?;
+        let live = live_stale(&cluster.client, retrier, &discovery, owned).await?;
         let removal = removal(&live)
             .map_err(|e| failed(&report, format!("ordering the objects to delete: {e}")))?;
         deleter.remove(&discovery, &removal, &mut report).await?;
         for (app, inventory) in &previous {
-            fence.guard(inventories.delete(inventory)).await??;
+            let deleted = limits.guard(inventories.delete(inventory)).await;
+            deleted.map_err(|stop| stop.failure(&report, Vec::new()))??;
             report.deleted_apps.push(app.clone());
         }
         Ok(report)
@@ -221,17 +234,18 @@ pub async fn delete_group(
     done.map_err(|e: DeployError| e.with_duration(started))
         .map(|mut report| {
             report.duration_ms = started.elapsed().as_millis();
+            report.retries = retrier.notes();
             report
         })
 }
 
-/// The prune's failure when the lock is lost while deleting: the deletions not yet answered
-/// are reported as not known.
-fn lost_while_deleting(
+/// The prune's failure when a limit is reached while deleting: the deletions not yet
+/// answered are reported as not known.
+fn stopped_while_deleting(
     report: &mut DeployReport,
     wave: &[Owned],
     unsettled: &BTreeSet<usize>,
-    lost: &LeaseError,
+    stop: Stop,
 ) -> DeployError {
     for &position in unsettled {
         let (app, reference) = &wave[position];
@@ -241,5 +255,9 @@ fn lost_while_deleting(
             Some("a delete sent, or about to be: whether it happened is not known".into());
         report.objects.push(entry);
     }
-    failed(report, lost.to_string())
+    let waiting = unsettled
+        .iter()
+        .map(|&p| format!("deleting {}", wave[p].1))
+        .collect();
+    stop.failure(report, waiting)
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::inventory::Inventory;
 use super::order;
 use crate::adapters::cluster::{self, ClusterError};
+use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 
 /// An object with the app that owns it.
@@ -166,6 +167,7 @@ fn deletion_waves(
 /// The stale objects the cluster still has, each as it holds it (gone ones are left out).
 pub(super) async fn live_stale(
     client: &Client,
+    retrier: &Retrier,
     discovery: &Discovery,
     stale: Vec<Owned>,
 ) -> Result<Vec<Stale>, ClusterError> {
@@ -176,11 +178,8 @@ pub(super) async fn live_stale(
         };
         let api = cluster::api_for(client, &resource, namespaced, &owned.1);
         let what = format!("reading {} before pruning it", owned.1);
-        let Some(object) = api
-            .get_opt(&owned.1.name)
-            .await
-            .map_err(ClusterError::request(what))?
-        else {
+        let read = cluster::call(retrier, &what, || api.get_opt(&owned.1.name)).await;
+        let Some(object) = read.map_err(ClusterError::request(what))? else {
             continue;
         };
         let value = cluster::with_type(&object, &owned.1);
@@ -226,6 +225,24 @@ mod tests {
             ..Default::default()
         };
         (app.to_string(), inventory)
+    }
+
+    /// The CRD of `Widget`s, owned by `app`.
+    fn widget_crd(app: &str) -> Stale {
+        let name = "widgets.example.com";
+        Stale {
+            owned: (
+                app.into(),
+                reference(
+                    "apiextensions.k8s.io/v1",
+                    "CustomResourceDefinition",
+                    None,
+                    name,
+                ),
+            ),
+            orphan: false,
+            defines: Some(("example.com".into(), "Widget".into())),
+        }
     }
 
     #[test]
@@ -284,19 +301,7 @@ mod tests {
             orphan: false,
             defines: None,
         };
-        let crd = Stale {
-            owned: (
-                "e-shop".into(),
-                reference(
-                    "apiextensions.k8s.io/v1",
-                    "CustomResourceDefinition",
-                    None,
-                    "widgets.example.com",
-                ),
-            ),
-            orphan: false,
-            defines: Some(("example.com".into(), "Widget".into())),
-        };
+        let crd = widget_crd("e-shop");
         let wanted = BTreeMap::from([(
             "e-web".to_string(),
             BTreeSet::from([
@@ -326,19 +331,7 @@ mod tests {
     #[test]
     fn custom_resources_are_deleted_before_their_crd() {
         let stale = vec![
-            Stale {
-                owned: (
-                    "e-a".into(),
-                    reference(
-                        "apiextensions.k8s.io/v1",
-                        "CustomResourceDefinition",
-                        None,
-                        "widgets.example.com",
-                    ),
-                ),
-                orphan: false,
-                defines: Some(("example.com".into(), "Widget".into())),
-            },
+            widget_crd("e-a"),
             Stale {
                 owned: (
                     "e-a".into(),

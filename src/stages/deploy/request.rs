@@ -9,6 +9,7 @@ use super::inventory::Inventories;
 use super::outcome::DeployError;
 use super::source::DeploySource;
 use crate::adapters::cluster::Cluster;
+use crate::adapters::retry::Retrier;
 
 /// The annotation with the state commit an object was deployed from.
 pub const COMMIT_ANNOTATION: &str = "umbrella.dev/state-commit";
@@ -26,12 +27,17 @@ pub struct Group {
 }
 
 impl Group {
-    pub(super) async fn connect(&self) -> Result<Client, DeployError> {
-        Ok(Cluster::connect(self.context.as_deref()).await?.client)
+    pub(super) async fn connect(&self) -> Result<Cluster, DeployError> {
+        Ok(Cluster::connect(self.context.as_deref()).await?)
     }
 
-    pub(super) fn inventories(&self, client: &Client) -> Inventories {
-        Inventories::new(client.clone(), &self.inventory_namespace, &self.env)
+    pub(super) fn inventories(&self, client: &Client, retrier: &Retrier) -> Inventories {
+        Inventories::new(
+            client.clone(),
+            &self.inventory_namespace,
+            &self.env,
+            retrier,
+        )
     }
 }
 

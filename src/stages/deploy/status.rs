@@ -17,6 +17,7 @@ use super::outcome::{DeployError, Op};
 use super::ready::{self, Readiness};
 use super::request::Group;
 use super::{desired, plan};
+use crate::adapters::retry::{Retrier, RetryNote};
 use crate::adapters::{cluster, git};
 use crate::exit;
 use crate::formats::layout::AppId;
@@ -100,6 +101,9 @@ impl AppStatus {
 pub struct StatusReport {
     pub env: String,
     pub apps: Vec<AppStatus>,
+    /// Calls that failed for a passing reason and were tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryNote>,
 }
 
 impl StatusReport {
@@ -126,12 +130,18 @@ impl StatusReport {
 /// commit's state (server-side dry runs, nothing written), and each object's health.
 pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, DeployError> {
     let env = &request.group.env;
-    let client = request.group.connect().await?;
-    let inventories = request.group.inventories(&client).by_app().await?;
+    let retrier = Retrier::default();
+    let cluster = request.group.connect().await?;
+    let client = cluster.client.clone();
+    let inventories = request
+        .group
+        .inventories(&client, &retrier)
+        .by_app()
+        .await?;
     let scratch = tempfile::tempdir().map_err(DeployError::Scratch)?;
     let unreadable = export_live_states(&request.root, env, &inventories, scratch.path());
     let desired = desired::load(scratch.path(), env).map_err(DeployError::Invalid)?;
-    let discovery = cluster::discover(&client).await?;
+    let discovery = cluster::discover(&cluster, &retrier).await?;
     let state_crds = plan::crds_in_state(&desired);
     let targets = plan::targets_of(desired, &discovery);
     let commits = inventories
@@ -140,6 +150,7 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
         .collect();
     let comparison = Comparison {
         client: &client,
+        retrier: &retrier,
         env,
         commits: &commits,
         state_crds: &state_crds,
@@ -158,6 +169,7 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
     Ok(StatusReport {
         env: env.clone(),
         apps,
+        retries: retrier.notes(),
     })
 }
 

@@ -30,12 +30,14 @@ pub(super) enum WaitError {
 }
 
 /// Waits for every target of the wave; the first failure ends the wave (the other waits are
-/// dropped, not waited out).
+/// dropped, not waited out). The pods of a workload whose template the deploy kept are its current ones, however
+/// old: their failures count (an earlier rollout's pods say nothing of a new one).
 pub(super) async fn wait_wave(
     client: &Client,
     progress: &dyn Progress,
     targets: &[Target],
     wave: &[usize],
+    templates_kept: &BTreeSet<usize>,
     deadline: tokio::time::Instant,
 ) -> Vec<(usize, Result<(), WaitError>)> {
     let mut pending: futures_util::stream::FuturesUnordered<_> = wave
@@ -43,7 +45,8 @@ pub(super) async fn wait_wave(
         .map(|&index| async move {
             let target = &targets[index];
             let label = label_of(target);
-            let result = wait_ready(client, progress, target, &label, deadline).await;
+            let any_age = templates_kept.contains(&index);
+            let result = wait_ready(client, progress, target, &label, any_age, deadline).await;
             let last = match &result {
                 Ok(()) => "ready".to_string(),
                 Err(WaitError::Failed(reason)) => format!("FAILED: {reason}"),
@@ -70,6 +73,7 @@ async fn wait_ready(
     progress: &dyn Progress,
     target: &Target,
     label: &str,
+    pods_of_any_age: bool,
     deadline: tokio::time::Instant,
 ) -> Result<(), WaitError> {
     if target.desired.value["metadata"]["annotations"][DISABLE_WAIT] == "true" {
@@ -87,7 +91,7 @@ async fn wait_ready(
         .boxed();
     let mut pods = pod_watch(client, target);
     let mut events = warning_watch(client, target);
-    let mut watch = Watch::new(target, label);
+    let mut watch = Watch::new(target, label, pods_of_any_age);
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         let verdict = tokio::select! {
@@ -121,6 +125,8 @@ struct Watch<'a> {
     applied_at: k8s_openapi::jiff::Timestamp,
     /// Pods seen unschedulable: since when, and why.
     unschedulable_since: BTreeMap<String, (Instant, String)>,
+    /// The workload did not change: its existing pods are its current ones.
+    pods_of_any_age: bool,
     /// The last state seen, for the timeout's message.
     last: String,
 }
@@ -128,13 +134,14 @@ struct Watch<'a> {
 type Verdict = Option<Result<(), WaitError>>;
 
 impl<'a> Watch<'a> {
-    fn new(target: &'a Target, label: &'a str) -> Self {
+    fn new(target: &'a Target, label: &'a str, pods_of_any_age: bool) -> Self {
         Watch {
             target,
             label,
             involved: BTreeSet::from([target.reference.name.clone()]),
             applied_at: k8s_openapi::jiff::Timestamp::now(),
             unschedulable_since: BTreeMap::new(),
+            pods_of_any_age,
             last: format!("{label}: waiting for the first status"),
         }
     }
@@ -164,9 +171,10 @@ impl<'a> Watch<'a> {
     async fn on_pod(&mut self, client: &Client, pod: &Pod) -> Verdict {
         self.involved.insert(pod.name_any());
         // Pods of an earlier rollout say nothing about this one.
-        let recent = pod.creation_timestamp().is_none_or(|t| {
-            t.0 >= self.applied_at - k8s_openapi::jiff::SignedDuration::from_secs(120)
-        });
+        let recent = self.pods_of_any_age
+            || pod.creation_timestamp().is_none_or(|t| {
+                t.0 >= self.applied_at - k8s_openapi::jiff::SignedDuration::from_secs(120)
+            });
         if !recent {
             return None;
         }

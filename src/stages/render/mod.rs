@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::adapters::helm::{self, HelmError};
+use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit::{self, ExitStatus};
 use crate::formats::chart::UmbrellaChart;
 use crate::formats::images_lock::{ImagesLock, LockedImage};
@@ -70,6 +71,9 @@ pub struct Rendered {
     pub helm_ms: u128,
     pub pin_ms: u128,
     pub write_ms: u128,
+    /// Registry requests that failed for a passing reason and were tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryNote>,
     #[serde(skip)]
     pub files: StateFiles,
 }
@@ -178,7 +182,8 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     let rules = Rules::from_config(&config);
     let uses = image_uses(&objects, &rules);
     let decisions = pin::decide(&uses.keys().cloned().collect(), &config, &built);
-    let pinning = pin::resolve(decisions, LOOKUP_CONCURRENCY)
+    let retrier = Retrier::default();
+    let pinning = pin::resolve(decisions, LOOKUP_CONCURRENCY, &retrier)
         .await
         .map_err(|unresolved| RenderError::Refused(unresolved_message(&unresolved, &uses)))?;
     for object in &mut objects {
@@ -199,6 +204,7 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         helm_ms,
         pin_ms,
         write_ms: 0,
+        retries: retrier.notes(),
         files,
     })
 }

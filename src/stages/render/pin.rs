@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 
 use crate::adapters::credentials::credential_for;
 use crate::adapters::registry::Registry;
+use crate::adapters::retry::Retrier;
 use crate::formats::image_ref::ImageRef;
 use crate::formats::images_lock::{ImagesLock, LockedImage, Origin};
 use crate::formats::sources::KbldConfig;
@@ -107,6 +108,7 @@ type Answers = HashMap<String, Result<(String, String), String>>;
 pub async fn resolve(
     decisions: BTreeMap<String, Decision>,
     concurrency: usize,
+    retrier: &Retrier,
 ) -> Result<Pinning, Vec<Unresolved>> {
     let lookups: BTreeSet<String> = decisions
         .values()
@@ -115,7 +117,7 @@ pub async fn resolve(
             Decision::Known { .. } | Decision::Invalid { .. } => None,
         })
         .collect();
-    let answers = ask_all(&lookups, concurrency).await;
+    let answers = ask_all(&lookups, concurrency, retrier).await;
     let mut images = BTreeMap::new();
     let mut unresolved = Vec::new();
     for (reference, decision) in decisions {
@@ -143,8 +145,8 @@ pub async fn resolve(
 }
 
 /// Every lookup's answer, `concurrency` requests at a time.
-async fn ask_all(lookups: &BTreeSet<String>, concurrency: usize) -> Answers {
-    let registries = connect_registries(lookups).await;
+async fn ask_all(lookups: &BTreeSet<String>, concurrency: usize, retrier: &Retrier) -> Answers {
+    let registries = connect_registries(lookups, retrier).await;
     futures_util::stream::iter(lookups.iter().cloned())
         .map(|lookup| {
             let registries = &registries;
@@ -174,14 +176,14 @@ fn settle(decision: Decision, answers: &Answers) -> Result<(String, Vec<Origin>)
 
 type Registries = HashMap<String, Result<Arc<Registry>, String>>;
 
-async fn connect_registries(lookups: &BTreeSet<String>) -> Registries {
+async fn connect_registries(lookups: &BTreeSet<String>, retrier: &Retrier) -> Registries {
     let hosts: BTreeSet<String> = lookups
         .iter()
         .filter_map(|l| ImageRef::parse(l).ok().map(|r| r.registry))
         .collect();
     futures_util::future::join_all(hosts.into_iter().map(|host| async move {
         let registry = match credential_for(&host) {
-            Ok(credential) => Registry::connect(&host, credential)
+            Ok(credential) => Registry::connect_with(&host, credential, retrier.clone())
                 .await
                 .map(Arc::new)
                 .map_err(|e| e.to_string()),

@@ -1,0 +1,406 @@
+//! A small OCI distribution client: `/v2/` checks, manifest digests (verified against the
+//! manifest's bytes wherever they are fetched), tags pointed at manifests, with the registry's
+//! own auth flow (Basic, or Bearer tokens from its realm), Docker's `certs.d` CAs, and every
+//! request retried through passing failures.
+//!
+//! Plain HTTP is used only where Docker itself allows it without configuration: registries on
+//! loopback addresses (or hosts listed in `UMBRELLA_INSECURE_REGISTRIES`, comma-separated),
+//! when HTTPS does not work there and plain HTTP does.
+
+mod auth;
+mod error;
+mod transport;
+
+use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use tokio::sync::Mutex;
+
+use super::credentials::Credential;
+use super::retry::Retrier;
+use crate::formats::image_ref::{DOCKER_HUB, Digest};
+use auth::Challenge;
+pub use error::RegistryError;
+use transport::Answer;
+
+/// Manifest media types a digest may be asked for; an index comes first so a multi-arch tag
+/// resolves to its index digest, the one that pins every platform.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// One registry host, with its scheme settled and its auth state cached.
+pub struct Registry {
+    host: String,
+    base: String,
+    http: reqwest::Client,
+    credential: Option<Credential>,
+    bearer: Mutex<Option<String>>,
+    retrier: Retrier,
+}
+
+/// What a `/v2/` check learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingOutcome {
+    /// The registry asked for credentials (and accepted ours).
+    pub authenticated: bool,
+    pub scheme: &'static str,
+}
+
+impl Registry {
+    /// Connects to `host` (e.g. `127.0.0.1:5000`, `ghcr.io`), settling HTTPS or plain HTTP.
+    pub async fn connect(
+        host: &str,
+        credential: Option<Credential>,
+    ) -> Result<Self, RegistryError> {
+        Registry::connect_with(host, credential, Retrier::default()).await
+    }
+
+    /// [`Registry::connect`], its retries reported by `retrier`.
+    pub async fn connect_with(
+        host: &str,
+        credential: Option<Credential>,
+        retrier: Retrier,
+    ) -> Result<Self, RegistryError> {
+        crate::adapters::tls::install_crypto_provider();
+        let http = transport::http_client(host)?;
+        let mut registry = Registry {
+            host: host.to_string(),
+            base: format!("https://{}", transport::api_host(host)),
+            http,
+            credential,
+            bearer: Mutex::new(None),
+            retrier,
+        };
+        let Err(https) = registry.probe().await else {
+            return Ok(registry);
+        };
+        // Plain HTTP only when a registry really answers there: a TLS registry whose
+        // certificate is not trusted must say so, not be talked to in clear text.
+        if !transport::plain_http_allowed(host) {
+            return Err(https);
+        }
+        registry.base = format!("http://{}", transport::api_host(host));
+        match registry.probe().await {
+            Ok(response) if speaks_registry(&response) => Ok(registry),
+            Ok(_) | Err(RegistryError::Unreachable { .. }) => Err(https),
+            Err(http) => Err(http),
+        }
+    }
+
+    /// `GET /v2/` with the retry policy: any answer but a passing failure.
+    async fn probe(&self) -> Result<Answer, RegistryError> {
+        let url = format!("{}/v2/", self.base);
+        let scheme = self.scheme();
+        let what = format!("/v2/ over {scheme}");
+        let label = format!("registry {}: {what}", self.host);
+        transport::send(&self.retrier, &label, || self.http.get(&url))
+            .await
+            .map_err(|(failure, attempts)| transport::named(&self.host, &what, failure, attempts))
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.base.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// What a token request needs of this registry.
+    fn client(&self) -> auth::TokenClient<'_> {
+        auth::TokenClient {
+            http: &self.http,
+            retrier: &self.retrier,
+            host: &self.host,
+            credential: self.credential.as_ref(),
+        }
+    }
+
+    /// The registry host as given.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `GET /v2/`: the registry answers and accepts our credentials (if it asks for them).
+    pub async fn ping(&self) -> Result<PingOutcome, RegistryError> {
+        let (response, authenticated) = self.send(Method::GET, "/v2/", None, None).await?;
+        self.expect_success(&response, "/v2/")?;
+        Ok(PingOutcome {
+            authenticated,
+            scheme: self.scheme(),
+        })
+    }
+
+    /// The digest the registry serves for `repository:reference`. The manifest is fetched and
+    /// its bytes hashed, so a digest is never taken on the registry's word; from Docker Hub,
+    /// whose pull limits count every manifest GET, a HEAD answers (its digest still checked
+    /// for form).
+    pub async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Digest, RegistryError> {
+        let what = format!("{repository}:{reference}");
+        let method = if self.host == DOCKER_HUB {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let (response, _) = self.manifest(method, repository, reference, &what).await?;
+        let served = self.served_digest(&response, &what)?;
+        if self.host == DOCKER_HUB {
+            return served.ok_or_else(|| self.protocol(&what, "no Docker-Content-Digest header"));
+        }
+        let bytes = response.body;
+        self.verified(served, &bytes, &what)
+    }
+
+    /// The compressed size of an image manifest's config and layers (0 for an index).
+    pub async fn image_size(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<u64, RegistryError> {
+        let what = format!("{repository}@{digest}");
+        let (response, _) = self
+            .manifest(Method::GET, repository, digest.as_str(), &what)
+            .await?;
+        let bytes = response.body;
+        self.verified(Some(digest.clone()), &bytes, &what)?;
+        #[derive(serde::Deserialize)]
+        struct Descriptor {
+            size: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Manifest {
+            config: Option<Descriptor>,
+            #[serde(default)]
+            layers: Vec<Descriptor>,
+        }
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| self.protocol(&what, &format!("manifest: {e}")))?;
+        Ok(manifest.config.map_or(0, |c| c.size)
+            + manifest.layers.iter().map(|l| l.size).sum::<u64>())
+    }
+
+    /// Points `tag` at the manifest `digest` of `repository` without moving any blob: the
+    /// manifest is read (and checked against its digest) and written back under the new tag.
+    pub async fn put_tag(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        tag: &str,
+    ) -> Result<(), RegistryError> {
+        let what = format!("{repository}@{digest}");
+        let scope = format!("repository:{repository}:pull,push");
+        let path = format!("/v2/{repository}/manifests/{digest}");
+        let (response, _) = self.send(Method::GET, &path, Some(&scope), None).await?;
+        self.expect_success(&response, &what)?;
+        let media_type = response
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/vnd.docker.distribution.manifest.v2+json")
+            .to_string();
+        let bytes = response.body;
+        self.verified(Some(digest.clone()), &bytes, &what)?;
+        let path = format!("/v2/{repository}/manifests/{tag}");
+        let body = Some((media_type, bytes));
+        let (response, _) = self.send(Method::PUT, &path, Some(&scope), body).await?;
+        self.expect_success(&response, &format!("{repository}:{tag}"))
+    }
+
+    /// A manifest request: not found, refused, or the registry's answer.
+    async fn manifest(
+        &self,
+        method: Method,
+        repository: &str,
+        reference: &str,
+        what: &str,
+    ) -> Result<(Answer, bool), RegistryError> {
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let scope = format!("repository:{repository}:pull");
+        let (response, authenticated) = self.send(method, &path, Some(&scope), None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                host: self.host.clone(),
+                what: what.to_string(),
+            });
+        }
+        self.expect_success(&response, what)?;
+        Ok((response, authenticated))
+    }
+
+    /// The `Docker-Content-Digest` the registry answered with, if any: well-formed, or an error.
+    fn served_digest(
+        &self,
+        response: &Answer,
+        what: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let Some(header) = response.headers.get("Docker-Content-Digest") else {
+            return Ok(None);
+        };
+        let text = header.to_str().unwrap_or_default();
+        Digest::parse(text).map(Some).map_err(|e| {
+            self.protocol(
+                what,
+                &format!("the registry answered with a malformed digest: {e}"),
+            )
+        })
+    }
+
+    /// The digest of the manifest's bytes, which the digest the registry named (if any) must be.
+    fn verified(
+        &self,
+        named: Option<Digest>,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Digest, RegistryError> {
+        let digest = named.unwrap_or_else(|| Digest::of_sha256(bytes));
+        if !digest.verifies(bytes) {
+            return Err(self.protocol(
+                what,
+                &format!(
+                    "the manifest's bytes do not hash to {digest}, the digest the registry named"
+                ),
+            ));
+        }
+        Ok(digest)
+    }
+
+    fn protocol(&self, what: &str, reason: &str) -> RegistryError {
+        RegistryError::Protocol {
+            host: self.host.clone(),
+            reason: format!("{what}: {reason}"),
+        }
+    }
+
+    fn expect_success(&self, response: &Answer, what: &str) -> Result<(), RegistryError> {
+        let status = response.status;
+        let had_credentials = self.credential.is_some();
+        match status {
+            _ if status.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED => Err(RegistryError::Unauthorized {
+                host: self.host.clone(),
+                had_credentials,
+            }),
+            StatusCode::FORBIDDEN => Err(RegistryError::Forbidden {
+                host: self.host.clone(),
+                what: what.to_string(),
+                had_credentials,
+            }),
+            _ => Err(RegistryError::Status {
+                host: self.host.clone(),
+                what: what.to_string(),
+                status: status.as_u16(),
+            }),
+        }
+    }
+
+    /// Sends a request with the retry policy, answering one auth challenge if the registry
+    /// makes it. Returns the response and whether credentials were used.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        scope: Option<&str>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<(Answer, bool), RegistryError> {
+        let url = format!("{}{}", self.base, path);
+        let request = || {
+            let builder = self
+                .http
+                .request(method.clone(), &url)
+                .header(ACCEPT, MANIFEST_ACCEPT);
+            match &body {
+                Some((media_type, bytes)) => builder
+                    .header(reqwest::header::CONTENT_TYPE, media_type)
+                    .body(bytes.clone()),
+                None => builder,
+            }
+        };
+        let what = format!("{method} {path}");
+        let cached = self.bearer.lock().await.clone();
+        let first = |token: &Option<String>| match token {
+            Some(token) => request().bearer_auth(token),
+            None => request(),
+        };
+        let response = self.execute(&what, || first(&cached)).await?;
+        if response.status != StatusCode::UNAUTHORIZED {
+            return Ok((response, cached.is_some()));
+        }
+        let Some(challenge) = auth::parse_challenge(response.headers.get(WWW_AUTHENTICATE)) else {
+            return Ok((response, false));
+        };
+        let answered = match challenge {
+            Challenge::Basic => match &self.credential {
+                Some(Credential::Basic { username, password }) => {
+                    self.execute(&what, || request().basic_auth(username, Some(password)))
+                        .await?
+                }
+                _ => return Ok((response, false)),
+            },
+            Challenge::Bearer { realm, service } => {
+                let token =
+                    auth::fetch_token(&self.client(), &realm, service.as_deref(), scope).await?;
+                *self.bearer.lock().await = Some(token.clone());
+                self.execute(&what, || request().bearer_auth(&token))
+                    .await?
+            }
+        };
+        Ok((answered, true))
+    }
+
+    /// One request with the retry policy, its failure named.
+    async fn execute(
+        &self,
+        what: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, RegistryError> {
+        let label = format!("registry {}: {what}", self.host);
+        transport::send(&self.retrier, &label, make)
+            .await
+            .map_err(|(failure, attempts)| transport::named(&self.host, what, failure, attempts))
+    }
+}
+
+/// Whether a `/v2/` answer comes from an OCI registry: 200 or 401 with the distribution header
+/// (a TLS server answers plain HTTP with 400).
+fn speaks_registry(answer: &Answer) -> bool {
+    matches!(answer.status, StatusCode::OK | StatusCode::UNAUTHORIZED)
+        && answer
+            .headers
+            .contains_key("Docker-Distribution-API-Version")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_why_and_never_hold_secrets() {
+        let missing = RegistryError::Unauthorized {
+            host: "r:1".into(),
+            had_credentials: false,
+        };
+        assert_eq!(
+            missing.to_string(),
+            "registry r:1: credentials were missing (run `docker login` for it)"
+        );
+        let refused = RegistryError::Unauthorized {
+            host: "r:1".into(),
+            had_credentials: true,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "registry r:1: credentials were refused"
+        );
+        let forbidden = RegistryError::Forbidden {
+            host: "r:1".into(),
+            what: "GET /v2/a/manifests/1".into(),
+            had_credentials: true,
+        };
+        assert!(
+            forbidden.to_string().contains("HTTP 403")
+                && forbidden.to_string().contains("not allowed")
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! Faults, injected with small proxies in front of the real API server and registry: deploys,
+//! prunes and renders ride out passing failures, deadlines hold by the clock, and what a
+//! registry answers is checked before it is written.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::group::{Group, image};
+use common::http_faults::{Fault, HttpFaults};
+use common::proxy::FaultProxy;
+use common::{api_server, kubeconfig_via, testenv};
+
+/// A repository whose chart renders one Pod using `image`.
+fn chart_with_image(image: &str) -> tempfile::TempDir {
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: {image}\n"
+    );
+    common::chart_repository(&[("pod.yaml", &pod)])
+}
+
+/// Renders through a registry proxy whose faults `arrange` sets up.
+fn render_through(
+    arrange: impl FnOnce(&HttpFaults),
+) -> (i32, String, tempfile::TempDir, HttpFaults) {
+    let faults = HttpFaults::start(&testenv("UMBRELLA_TEST_REGISTRY_A"));
+    arrange(&faults);
+    let repo = chart_with_image(&format!("{}/mirror/busybox:1.35", faults.address()));
+    let (code, out, err) = common::umbrella(repo.path(), &["render", "--env", "dev"], &[]);
+    (code, format!("{out}{err}"), repo, faults)
+}
+
+#[test]
+fn a_registry_that_resets_or_is_busy_is_retried() {
+    let manifests = "/v2/mirror/busybox/manifests/";
+    let started = Instant::now();
+    let (code, text, repo, faults) = render_through(|faults| {
+        faults.fault("GET", "/v2/", 1, Fault::Reset);
+        faults.fault("GET", manifests, 1, Fault::CutShort);
+        faults.fault("GET", manifests, 1, Fault::Reset);
+        faults.fault(
+            "GET",
+            manifests,
+            1,
+            Fault::Answer(429, vec![("Retry-After", "1")]),
+        );
+        faults.fault("GET", manifests, 1, Fault::Answer(503, vec![]));
+    });
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
+    let manifest_requests = faults
+        .seen()
+        .iter()
+        .filter(|l| l.contains(manifests))
+        .count();
+    assert_eq!(manifest_requests, 5, "{:?}", faults.seen());
+    assert!(
+        repo.path()
+            .join("umbrella-state/dev/shop/pod-p.yaml")
+            .is_file()
+    );
+}
+
+#[test]
+fn registry_failures_that_stay_are_named_by_their_cause_and_write_nothing() {
+    let cases: [(Fault, &str, &str); 3] = [
+        (Fault::Answer(503, vec![]), "/v2/", "HTTP 503"),
+        (
+            Fault::Answer(403, vec![]),
+            "/manifests/",
+            "access denied (HTTP 403)",
+        ),
+        (
+            Fault::Answer(429, vec![("Retry-After", "1")]),
+            "/manifests/",
+            "too many requests (HTTP 429)",
+        ),
+    ];
+    for (fault, path, expected) in cases {
+        let (code, text, repo, _faults) = render_through(|faults| {
+            faults.fault("GET", path, usize::MAX, fault.clone());
+        });
+        assert_eq!(code, 1, "{expected}: {text}");
+        assert!(
+            text.contains(expected) && !text.contains("TLS"),
+            "{expected}: {text}"
+        );
+        assert!(
+            text.contains("registry 127.0.0.1:"),
+            "the registry is named: {text}"
+        );
+        assert!(
+            !repo.path().join("umbrella-state").exists(),
+            "{expected}: something was written"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_digest_or_a_manifest_that_does_not_hash_to_it_is_never_written() {
+    let manifests = "/v2/mirror/busybox/manifests/";
+    let bad = "sha256:zz../../not-a-digest";
+    let (code, text, repo, _faults) = render_through(|faults| {
+        faults.fault(
+            "*",
+            manifests,
+            usize::MAX,
+            Fault::Header("Docker-Content-Digest", bad),
+        );
+    });
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("malformed digest") && text.contains(bad),
+        "{text}"
+    );
+    assert!(!repo.path().join("umbrella-state").exists());
+    let (code, text, repo, _faults) = render_through(|faults| {
+        faults.fault("GET", manifests, usize::MAX, Fault::Body);
+    });
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("do not hash"), "{text}");
+    assert!(!repo.path().join("umbrella-state").exists());
+}
+
+/// A group of many ConfigMaps, so an apply or a prune takes a moment.
+fn many_config_maps(group: &Group, prefix: &str, count: usize) {
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        group.write("app", &format!("{name}.yaml"), &group.config_map(&name));
+    }
+}
+
+/// Deploys `group` through `proxy`, which cuts the API server off (connections reset and new
+/// ones refused) for `outage` once the deploy's output shows `marker`.
+fn deploy_through_outage(group: &Group, marker: &str, outage: Duration) -> (i32, String) {
+    let proxy = FaultProxy::start(&api_server());
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = kubeconfig_via(&proxy, scratch.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let running = group.start_with(&["-o", "json"], &[("KUBECONFIG", kubeconfig)], marker);
+    proxy.refuse();
+    proxy.reset();
+    std::thread::sleep(outage);
+    proxy.resume();
+    running.finish()
+}
+
+#[test]
+fn apply_and_prune_ride_out_an_api_server_outage() {
+    let group = Group::new("outage");
+    many_config_maps(&group, "first", 120);
+    let (code, err) = deploy_through_outage(&group, "applying", Duration::from_secs(8));
+    assert_eq!(code, 0, "the apply must ride the outage out: {err}");
+    assert!(err.contains("retrying"), "retries are shown: {err}");
+    for i in 0..120 {
+        group.remove("app", Some(&format!("first-{i}.yaml")));
+    }
+    many_config_maps(&group, "second", 2);
+    let (code, err) = deploy_through_outage(&group, "deleting", Duration::from_secs(8));
+    assert_eq!(code, 0, "the prune must ride the outage out: {err}");
+    let (code, _, err) = group.run(&["diff", "app-group"], &["--exit-code"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_stalled_api_server_cannot_hold_a_deploy_past_its_wait_timeout() {
+    let group = Group::new("deadline");
+    group.write("app", "lb.yaml", &group.load_balancer(true));
+    let proxy = FaultProxy::start(&api_server());
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = kubeconfig_via(&proxy, scratch.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let started = Instant::now();
+    let running = group.start_with(
+        &["--wait-timeout", "25s"],
+        &[("KUBECONFIG", kubeconfig)],
+        "waiting for a load balancer address",
+    );
+    // 9 s into the wait the server stops answering, for far longer than the wait timeout.
+    // The lock, renewed until then, would be lost at 28 s: the 25 s wait timeout comes first.
+    std::thread::sleep(Duration::from_secs(9));
+    proxy.stall();
+    let (code, err) = running.finish();
+    let took = started.elapsed();
+    proxy.resume();
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        took >= Duration::from_secs(24) && took <= Duration::from_millis(27500),
+        "exit after {took:?}, not at the 25s wait timeout: {err}"
+    );
+}
+
+#[test]
+fn an_unreachable_api_server_is_named() {
+    let group = Group::new("down");
+    group.write("app", "cm.yaml", &group.config_map("x"));
+    let proxy = FaultProxy::start(&api_server());
+    proxy.refuse();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = kubeconfig_via(&proxy, scratch.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let (code, _, err) = common::umbrella(
+        group.repo.path(),
+        &[
+            "deploy",
+            "app-group",
+            &group.env,
+            "--context",
+            "umbrella-test",
+            "--yes",
+        ],
+        &[("KUBECONFIG", kubeconfig)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("https://{}", proxy.address()))
+            && err.contains("context umbrella-test"),
+        "the server is named: {err}"
+    );
+}
+
+#[test]
+fn pods_that_were_already_unschedulable_fail_a_redeploy_fast() {
+    let group = Group::new("stuck");
+    let stuck =
+        |annotations: &str| {
+            group
+            .deployment("stuck", &image(), "")
+            .replace("  namespace:", &format!("  annotations:\n{annotations}  namespace:"))
+            .replace(
+                "    spec:\n      containers:",
+                "    spec:\n      nodeSelector:\n        no-such-node: \"true\"\n      containers:",
+            )
+        };
+    group.write(
+        "app",
+        "deployment.yaml",
+        &stuck("    kapp.k14s.io/disable-wait: \"true\"\n"),
+    );
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    // Its pods have been unschedulable for over two minutes (older than any rollout the
+    // redeploy could have started); a redeploy that keeps the template must say so after the
+    // grace period, not wait for the deadline.
+    std::thread::sleep(Duration::from_secs(125));
+    group.write("app", "deployment.yaml", &stuck("    owner: team-a\n"));
+    let started = Instant::now();
+    let (code, _, err) = group.deploy(&["--wait-timeout", "120s"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Unschedulable") || err.contains("nodes are available"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
