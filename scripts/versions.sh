@@ -5,6 +5,8 @@ ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.19.5
 KWOK_VERSION=v0.8.0
 ACTIONLINT_VERSION=v1.7.12
+# Registry C, the token-auth registry (Debian's docker-registry serves A and B).
+DISTRIBUTION_VERSION=v3.1.2
 # Only for the benchmarks that compare umbrella with them.
 KBLD_VERSION=v0.46.0
 KAPP_VERSION=v0.64.0

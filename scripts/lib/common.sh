@@ -7,6 +7,12 @@ TESTENV_RUN=$TESTENV_HOME/run
 REGISTRY_A=127.0.0.1:5000
 REGISTRY_B=127.0.0.1:5443
 REGISTRY_B_USER=umbrella
+# Registry C asks for bearer tokens from the token server, as public registries do.
+REGISTRY_C=127.0.0.1:5002
+REGISTRY_C_USER=umbrella
+TOKEN_SERVER=127.0.0.1:5003
+TOKEN_SERVICE=umbrella-testenv-registry-c
+TOKEN_ISSUER=umbrella-testenv-token-server
 ETCD_CLIENT_PORT=12379
 ETCD_PEER_PORT=12380
 APISERVER_PORT=16443

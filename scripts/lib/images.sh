@@ -1,6 +1,7 @@
-# The image side of the environment: a Docker engine, registry A (plain HTTP) and registry B
-# (TLS with a generated CA, htpasswd basic auth), a Docker config with B's credentials and CA,
-# a locally made base image, and a "third-party" image seeded into registry A.
+# The image side of the environment: a Docker engine, registry A (plain HTTP), registry B
+# (TLS with a generated CA, htpasswd basic auth), registry C (plain HTTP on loopback, bearer
+# tokens from our token server), a Docker config with B's and C's credentials and B's CA, a
+# locally made base image, and a "third-party" image seeded into registry A.
 
 # sudo for package installs where not root (GitHub's runners); nothing when root (here, CI).
 sudo_if_needed() { [ "$(id -u)" = 0 ] || echo sudo; }
@@ -77,8 +78,10 @@ issue_cert() {
   rm -f "$ext" "$pki/$name.csr"
 }
 
-registry_b_password() {
-  local f=$TESTENV_RUN/registry-b/password
+# registry_password NAME: a generated password, kept in the registry's directory.
+registry_password() {
+  local f
+  f=$(daemon_dir "$1")/password
   [ -f "$f" ] || { mkdir -p "$(dirname "$f")" && openssl rand -hex 16 >"$f"; }
   cat "$f"
 }
@@ -114,7 +117,7 @@ up_registry_b() {
   local dir pki pass
   dir=$(daemon_dir registry-b)
   pki=$(pki_dir)
-  pass=$(registry_b_password)
+  pass=$(registry_password registry-b)
   issue_cert registry-b "/CN=127.0.0.1" "IP:127.0.0.1,DNS:localhost"
   if ! daemon_running registry-b; then
     htpasswd -Bbn "$REGISTRY_B_USER" "$pass" >"$dir/htpasswd" 2>/dev/null || die "htpasswd failed"
@@ -128,16 +131,88 @@ auth:
     start_daemon registry-b docker-registry serve "$dir/config.yml"
   fi
   wait_until registry-b 30 curl -sf --max-time 2 --cacert "$pki/ca.crt" -u "$REGISTRY_B_USER:$pass" "https://$REGISTRY_B/v2/"
-  write_docker_config "$pass"
 }
 
-# The Docker config that tests and the demo use: B's credentials and B's CA (certs.d layout).
+# The key that signs registry C's tokens, and the self-signed certificate the registry trusts
+# (its rootcertbundle; tokens carry it in their x5c header).
+ensure_token_signer() {
+  local pki
+  pki=$(pki_dir)
+  [ -f "$pki/token-signer.crt" ] && return 0
+  openssl ecparam -name prime256v1 -genkey -noout -out "$pki/token-signer.key" 2>/dev/null &&
+    openssl req -x509 -new -key "$pki/token-signer.key" -subj "/CN=$TOKEN_ISSUER" -days 3650 \
+      -out "$pki/token-signer.crt" >/dev/null 2>&1 || die "openssl: cannot create the token signing key"
+}
+
+# Who may do what on registry C (the token server's rules; the first match decides):
+# forbidden/* nobody; pullonly/* the user may only pull; the rest the user; and public/*
+# anyone may pull, anonymous too. Tokens for short/* live 1 s; the first token for a scope of stale/* is already
+# expired (a revoked token, or a token server whose clock runs ahead).
+write_token_server_config() {
+  cat >"$1" <<EOF
+{
+  "issuer": "$TOKEN_ISSUER",
+  "service": "$TOKEN_SERVICE",
+  "users": {"$REGISTRY_C_USER": "$2"},
+  "rules": [
+    {"account": "*", "repositories": "forbidden/*", "actions": []},
+    {"account": "$REGISTRY_C_USER", "repositories": "pullonly/*", "actions": ["pull"]},
+    {"account": "$REGISTRY_C_USER", "repositories": "*", "actions": ["*"]},
+    {"account": "*", "repositories": "public/*", "actions": ["pull"]}
+  ],
+  "default_seconds": 60,
+  "lifetimes": [{"repositories": "short/*", "seconds": 1}],
+  "expired_first": ["stale/*"]
+}
+EOF
+}
+
+up_token_server() {
+  local dir pki
+  dir=$(daemon_dir token-server)
+  pki=$(pki_dir)
+  ensure_token_signer
+  if ! daemon_running token-server; then
+    mkdir -p "$dir"
+    write_token_server_config "$dir/config.json" "$(registry_password registry-c)"
+    start_daemon token-server "$(token_server_bin)" -addr "$TOKEN_SERVER" -key "$pki/token-signer.key" \
+      -cert "$pki/token-signer.crt" -config "$dir/config.json"
+  fi
+  wait_until token-server 30 curl -sf --max-time 2 "http://$TOKEN_SERVER/healthz"
+}
+
+registry_c_challenges() {
+  [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$REGISTRY_C/v2/")" = 401 ]
+}
+
+# Registry C: distribution v3 from its Go module, with token auth. Its tracing export is
+# switched off (nothing listens for it here).
+up_registry_c() {
+  local dir
+  dir=$(daemon_dir registry-c)
+  if ! daemon_running registry-c; then
+    write_registry_config registry-c "$REGISTRY_C" "auth:
+  token:
+    realm: http://$TOKEN_SERVER/token
+    service: $TOKEN_SERVICE
+    issuer: $TOKEN_ISSUER
+    rootcertbundle: $(pki_dir)/token-signer.crt"
+    OTEL_TRACES_EXPORTER=none start_daemon registry-c "$(go_tool_dir registry "$DISTRIBUTION_VERSION")/bin/registry" \
+      serve "$dir/config.yml"
+  fi
+  # A 401 with the bearer challenge is the registry up.
+  wait_until registry-c 30 registry_c_challenges
+}
+
+# The Docker config that tests and the demo use: B's and C's credentials, B's CA (certs.d).
 write_docker_config() {
-  local auth
-  auth=$(printf '%s:%s' "$REGISTRY_B_USER" "$1" | base64 -w0)
+  local b c
+  b=$(printf '%s:%s' "$REGISTRY_B_USER" "$(registry_password registry-b)" | base64 -w0)
+  c=$(printf '%s:%s' "$REGISTRY_C_USER" "$(registry_password registry-c)" | base64 -w0)
   mkdir -p "$DOCKER_CONFIG_DIR/certs.d/$REGISTRY_B"
   cp "$(pki_dir)/ca.crt" "$DOCKER_CONFIG_DIR/certs.d/$REGISTRY_B/ca.crt"
-  printf '{\n  "auths": {\n    "%s": { "auth": "%s" }\n  }\n}\n' "$REGISTRY_B" "$auth" >"$DOCKER_CONFIG_DIR/config.json"
+  printf '{\n  "auths": {\n    "%s": { "auth": "%s" },\n    "%s": { "auth": "%s" }\n  }\n}\n' \
+    "$REGISTRY_B" "$b" "$REGISTRY_C" "$c" >"$DOCKER_CONFIG_DIR/config.json"
 }
 
 # The example's Dockerfiles build FROM this image: Debian's static busybox, imported locally.

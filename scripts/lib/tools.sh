@@ -103,8 +103,28 @@ build_all_tools() {
   install_go_module kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
   install_kwok_stages
   install_go_module actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
+  install_go_module registry "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
+  build_token_server
   build_etcd
   build_kubernetes
+}
+
+# The token server of registry C is ours (scripts/token-server, standard library only): its
+# build is cached under the hash of its source.
+TOKEN_SERVER_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../token-server" && pwd)
+
+token_server_bin() {
+  local hash
+  hash=$(cat "$TOKEN_SERVER_SRC/go.mod" "$TOKEN_SERVER_SRC/main.go" | sha256sum | cut -c1-12)
+  echo "$(go_tool_dir token-server "$hash")/bin/token-server"
+}
+
+build_token_server() {
+  local bin
+  bin=$(token_server_bin)
+  [ -x "$bin" ] && return 0
+  log "building token-server (cached in $(dirname "$(dirname "$bin")"))"
+  (cd "$TOKEN_SERVER_SRC" && go build -o "$bin" .) || die "building token-server failed"
 }
 
 # build_carvel NAME VERSION: kbld or kapp, the tools umbrella is measured against (benchmarks

@@ -1,8 +1,8 @@
 //! An HTTP/1.1 proxy in front of a plain-HTTP registry, for injecting registry faults: each
 //! rule (a method and a path fragment, for a number of requests) resets the connection,
-//! answers with a status of its own (503, 429 with `Retry-After`, 403), or forwards the
-//! request and spoils the answer (a header rewritten, a byte of the body changed, the
-//! connection reset halfway). It speaks one request per connection, and answers a TLS hello
+//! answers with a status of its own (503, 429 with `Retry-After`, 403), forwards the request
+//! late, or forwards it and spoils the answer (a header rewritten, a byte of the body changed,
+//! the connection reset halfway). It records every request and the status it was answered. It speaks one request per connection, and answers a TLS hello
 //! as a plain HTTP server does (400), so clients fall back to plain HTTP as with the real one.
 
 use std::net::SocketAddr;
@@ -27,6 +27,8 @@ pub enum Fault {
     Body,
     /// Forward, send half of the answer, then reset.
     CutShort,
+    /// Forward after this long.
+    Delay(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,8 @@ struct Shared {
     rules: Vec<Rule>,
     /// `METHOD /path` of every request, in order.
     seen: Vec<String>,
+    /// `METHOD /path` and the status it was answered (none for a reset), as answers went.
+    answered: Vec<(String, Option<u16>)>,
 }
 
 /// A fault-injecting HTTP proxy to `target`; it stops when dropped.
@@ -85,6 +89,11 @@ impl HttpFaults {
         self.lock().seen.clone()
     }
 
+    /// Every request answered so far, as `METHOD /path` and the status (none for a reset).
+    pub fn answered(&self) -> Vec<(String, Option<u16>)> {
+        self.lock().answered.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -117,9 +126,17 @@ async fn one_request(
         shared.seen.push(line.clone());
         take_fault(&mut shared.rules, &line)
     };
+    let record = |status: Option<u16>| {
+        let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.answered.push((line.clone(), status));
+    };
     match fault {
-        Some(Fault::Reset) => reset(client),
+        Some(Fault::Reset) => {
+            record(None);
+            reset(client)
+        }
         Some(Fault::Answer(status, headers)) => {
+            record(Some(status));
             let mut head =
                 format!("HTTP/1.1 {status} Fault\r\nContent-Length: 0\r\nConnection: close\r\n");
             for (name, value) in headers {
@@ -129,7 +146,11 @@ async fn one_request(
             client.write_all(head.as_bytes()).await
         }
         other => {
+            if let Some(Fault::Delay(delay)) = other {
+                tokio::time::sleep(delay).await;
+            }
             let mut answer = forward(target, &request).await?;
+            record(status_of(&answer));
             match other {
                 Some(Fault::Header(name, value)) => answer = with_header(&answer, name, value),
                 Some(Fault::Body) => spoil_body(&mut answer),
@@ -142,6 +163,12 @@ async fn one_request(
             client.write_all(&answer).await
         }
     }
+}
+
+/// The status code of an HTTP answer's first line.
+fn status_of(answer: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(32)]);
+    text.split(' ').nth(1)?.parse().ok()
 }
 
 fn take_fault(rules: &mut [Rule], line: &str) -> Option<Fault> {

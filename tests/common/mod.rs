@@ -5,6 +5,7 @@
 pub mod group;
 pub mod http_faults;
 pub mod proxy;
+pub mod token_registry;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

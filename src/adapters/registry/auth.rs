@@ -1,9 +1,18 @@
-//! How a registry asks to be authenticated (`WWW-Authenticate`), and the token endpoint of
-//! the Docker/OCI token flow.
+//! How a registry wants to be authenticated, learned once from its `WWW-Authenticate`
+//! challenge (its `/v2/` answer, or the first refusal), and what each request then carries:
+//! nothing, Basic credentials, or a bearer token for its scope from the registry's realm.
+//!
+//! Token requests follow the distribution token specification: a GET with Basic credentials
+//! or none (anonymous), or, with an identity token (`docker login` to a registry that hands
+//! them out), the OAuth2 `refresh_token` grant, whose answer may rotate the refresh token.
 
+use std::sync::{Mutex, PoisonError};
+
+use reqwest::RequestBuilder;
 use reqwest::header::HeaderValue;
 
 use super::error::RegistryError;
+use super::tokens::{Issued, Lease, TokenCache};
 use super::transport;
 use crate::adapters::credentials::Credential;
 use crate::adapters::retry::Retrier;
@@ -15,6 +24,8 @@ pub(super) enum Challenge {
     Bearer {
         realm: String,
         service: Option<String>,
+        /// `insufficient_scope`, `invalid_token`, ... when the challenge answers a token.
+        error: Option<String>,
     },
 }
 
@@ -36,65 +47,255 @@ pub(super) fn parse_challenge(header: Option<&HeaderValue>) -> Option<Challenge>
     Some(Challenge::Bearer {
         realm: param("realm")?,
         service: param("service"),
+        error: param("error"),
     })
 }
 
-/// What a token request needs: the registry's client, retries, host and credential.
-pub(super) struct TokenClient<'a> {
-    pub http: &'a reqwest::Client,
-    pub retrier: &'a Retrier,
-    pub host: &'a str,
-    pub credential: Option<&'a Credential>,
+/// Whether a 401's challenge says the token was valid but does not grant the scope.
+pub(super) fn insufficient_scope(header: Option<&HeaderValue>) -> bool {
+    matches!(
+        parse_challenge(header),
+        Some(Challenge::Bearer { error: Some(e), .. }) if e == "insufficient_scope"
+    )
 }
 
-/// A token from the realm for `scope`, with the credential when there is one.
-pub(super) async fn fetch_token(
-    client: &TokenClient<'_>,
-    realm: &str,
-    service: Option<&str>,
-    scope: Option<&str>,
-) -> Result<String, RegistryError> {
-    let host = client.host;
-    let mut query: Vec<(&str, &str)> = Vec::new();
-    query.extend(service.map(|s| ("service", s)));
-    query.extend(scope.map(|s| ("scope", s)));
-    let what = format!("token from {realm}");
-    let request = || {
-        let request = client.http.get(realm).query(&query);
-        match &client.credential {
+/// What one request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Authorization {
+    Nothing,
+    Basic { username: String, password: String },
+    Bearer(Lease),
+}
+
+impl Authorization {
+    pub fn apply(&self, request: RequestBuilder) -> RequestBuilder {
+        match self {
+            Authorization::Nothing => request,
+            Authorization::Basic { username, password } => {
+                request.basic_auth(username, Some(password))
+            }
+            Authorization::Bearer(lease) => request.bearer_auth(&lease.token),
+        }
+    }
+
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Authorization::Nothing)
+    }
+}
+
+/// One registry's auth state: its challenge once known, its tokens by scope, and the refresh
+/// token an identity token grant rotated to.
+pub(super) struct Authenticator {
+    host: String,
+    credential: Option<Credential>,
+    challenge: Mutex<Option<Challenge>>,
+    tokens: TokenCache,
+    refresh_token: Mutex<Option<String>>,
+}
+
+/// The HTTP client and retries token requests go through.
+pub(super) struct Transport<'a> {
+    pub http: &'a reqwest::Client,
+    pub retrier: &'a Retrier,
+}
+
+impl Authenticator {
+    pub fn new(host: &str, credential: Option<Credential>) -> Self {
+        let refresh_token = match &credential {
+            Some(Credential::IdentityToken(token)) => Some(token.clone()),
+            _ => None,
+        };
+        Authenticator {
+            host: host.to_string(),
+            credential,
+            challenge: Mutex::new(None),
+            tokens: TokenCache::default(),
+            refresh_token: Mutex::new(refresh_token),
+        }
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.credential.is_some()
+    }
+
+    /// Remembers how the registry asks to be authenticated, from a 401's header.
+    pub fn learn(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(challenge) = parse_challenge(header) else {
+            return false;
+        };
+        *self
+            .challenge
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(challenge);
+        true
+    }
+
+    /// What a request for `scope` carries, before any refusal: what the registry's challenge
+    /// asks for, or nothing while it has not asked.
+    pub async fn authorize(
+        &self,
+        transport: &Transport<'_>,
+        scope: Option<&str>,
+    ) -> Result<Authorization, RegistryError> {
+        let challenge = self
+            .challenge
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match challenge {
+            None => Ok(Authorization::Nothing),
+            Some(Challenge::Basic) => Ok(match &self.credential {
+                Some(Credential::Basic { username, password }) => Authorization::Basic {
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+                _ => Authorization::Nothing,
+            }),
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let fetch = || self.fetch_token(transport, &realm, service.as_deref(), scope);
+                let lease = self.tokens.get(scope.unwrap_or(""), fetch).await?;
+                Ok(Authorization::Bearer(lease))
+            }
+        }
+    }
+
+    /// After a 401 answered `sent`: what the one retry carries, or `None` when another try
+    /// cannot change the answer (the credentials were sent and refused, or a token fetched
+    /// just now lacks the scope).
+    pub async fn after_refusal(
+        &self,
+        transport: &Transport<'_>,
+        scope: Option<&str>,
+        sent: &Authorization,
+        header: Option<&HeaderValue>,
+    ) -> Result<Option<Authorization>, RegistryError> {
+        if !self.learn(header) {
+            return Ok(None);
+        }
+        match sent {
+            Authorization::Basic { .. } => return Ok(None),
+            Authorization::Bearer(lease) if lease.fresh && insufficient_scope(header) => {
+                return Ok(None);
+            }
+            Authorization::Bearer(lease) => {
+                self.tokens.discard(scope.unwrap_or(""), &lease.token).await;
+            }
+            Authorization::Nothing => {}
+        }
+        let retry = self.authorize(transport, scope).await?;
+        Ok((!retry.is_nothing()).then_some(retry))
+    }
+
+    /// A token for `scope` from the realm.
+    async fn fetch_token(
+        &self,
+        transport: &Transport<'_>,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<Issued, RegistryError> {
+        let refresh_token = self
+            .refresh_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let what = format!("token from {realm}");
+        let mut params: Vec<(&str, &str)> = Vec::new();
+        params.extend(service.map(|s| ("service", s)));
+        params.extend(scope.map(|s| ("scope", s)));
+        let request =
+            || self.token_request(transport.http, realm, &params, refresh_token.as_deref());
+        let label = format!("registry {}: {what}", self.host);
+        let answer = transport::send(transport.retrier, &label, request)
+            .await
+            .map_err(|(failure, attempts)| {
+                transport::named(&self.host, &what, failure, attempts)
+            })?;
+        let (issued, rotated) = self.read_token_answer(&answer, &what)?;
+        if let (Some(rotated), Some(_)) = (rotated, &refresh_token) {
+            *self
+                .refresh_token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(rotated);
+        }
+        Ok(issued)
+    }
+
+    /// The OAuth2 `refresh_token` grant when there is a refresh token, else a GET with the
+    /// Basic credentials or none.
+    fn token_request(
+        &self,
+        http: &reqwest::Client,
+        realm: &str,
+        params: &[(&str, &str)],
+        refresh_token: Option<&str>,
+    ) -> RequestBuilder {
+        if let Some(token) = refresh_token {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("client_id", "umbrella"),
+            ];
+            form.extend_from_slice(params);
+            return http.post(realm).form(&form);
+        }
+        let request = http.get(realm).query(params);
+        match &self.credential {
             Some(Credential::Basic { username, password }) => {
                 request.basic_auth(username, Some(password))
             }
-            Some(Credential::IdentityToken(token)) => request.bearer_auth(token),
-            None => request,
+            _ => request,
         }
-    };
-    let label = format!("registry {}: {what}", host);
-    let response = transport::send(client.retrier, &label, request)
-        .await
-        .map_err(|(failure, attempts)| transport::named(host, &what, failure, attempts))?;
-    if !response.status.is_success() {
-        return Err(RegistryError::Unauthorized {
-            host: host.to_string(),
-            had_credentials: client.credential.is_some(),
-        });
     }
+
+    /// The token in the realm's answer, or the refusal its status stands for.
+    fn read_token_answer(
+        &self,
+        answer: &transport::Answer,
+        what: &str,
+    ) -> Result<(Issued, Option<String>), RegistryError> {
+        let status = answer.status;
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(RegistryError::Unauthorized {
+                host: self.host.clone(),
+                had_credentials: self.has_credentials(),
+            });
+        }
+        if !status.is_success() {
+            return Err(RegistryError::Status {
+                host: self.host.clone(),
+                what: what.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        parse_token_answer(&answer.body).map_err(|reason| RegistryError::Protocol {
+            host: self.host.clone(),
+            reason: format!("{what}: {reason}"),
+        })
+    }
+}
+
+/// A token endpoint's answer: the token (`token`, or OAuth2's `access_token`), its lifetime,
+/// and the refresh token it may rotate to.
+fn parse_token_answer(body: &[u8]) -> Result<(Issued, Option<String>), String> {
     #[derive(serde::Deserialize)]
-    struct TokenResponse {
+    struct Answer {
         token: Option<String>,
         access_token: Option<String>,
+        expires_in: Option<u64>,
+        refresh_token: Option<String>,
     }
-    let body: TokenResponse =
-        serde_json::from_slice(&response.body).map_err(|e| RegistryError::Protocol {
-            host: host.to_string(),
-            reason: format!("{what}: {e}"),
-        })?;
-    body.token
-        .or(body.access_token)
-        .ok_or_else(|| RegistryError::Protocol {
-            host: host.to_string(),
-            reason: format!("{what}: no token in the answer"),
-        })
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let token = answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or("no token in the answer")?;
+    let issued = Issued {
+        token,
+        expires_in: answer.expires_in,
+    };
+    Ok((issued, answer.refresh_token))
 }
 
 #[cfg(test)]
@@ -113,7 +314,8 @@ mod tests {
             ))),
             Some(Challenge::Bearer {
                 realm: "https://auth.example/token".into(),
-                service: Some("registry.example".into())
+                service: Some("registry.example".into()),
+                error: None,
             })
         );
         assert_eq!(
@@ -121,5 +323,44 @@ mod tests {
             None
         );
         assert_eq!(parse_challenge(None), None);
+    }
+
+    #[test]
+    fn tells_a_missing_scope_from_a_bad_token() {
+        let scope = HeaderValue::from_static(
+            "Bearer realm=\"http://a/token\",service=\"r\",scope=\"repository:x:pull\",error=\"insufficient_scope\"",
+        );
+        let invalid = HeaderValue::from_static(
+            "Bearer realm=\"http://a/token\",service=\"r\",error=\"invalid_token\"",
+        );
+        assert!(insufficient_scope(Some(&scope)));
+        assert!(!insufficient_scope(Some(&invalid)));
+        assert!(!insufficient_scope(None));
+    }
+
+    #[test]
+    fn reads_token_answers_of_both_forms() {
+        let docker = br#"{"token":"t1","expires_in":300,"issued_at":"2026-01-01T00:00:00Z"}"#;
+        let (issued, rotated) = parse_token_answer(docker).unwrap();
+        assert_eq!(
+            issued,
+            Issued {
+                token: "t1".into(),
+                expires_in: Some(300)
+            }
+        );
+        assert_eq!(rotated, None);
+        let oauth = br#"{"access_token":"t2","refresh_token":"r2","scope":"repository:a:pull"}"#;
+        let (issued, rotated) = parse_token_answer(oauth).unwrap();
+        assert_eq!(
+            issued,
+            Issued {
+                token: "t2".into(),
+                expires_in: None
+            }
+        );
+        assert_eq!(rotated.as_deref(), Some("r2"));
+        assert!(parse_token_answer(br#"{"token":""}"#).is_err());
+        assert!(parse_token_answer(b"<html>").is_err());
     }
 }

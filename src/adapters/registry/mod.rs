@@ -1,7 +1,7 @@
 //! A small OCI distribution client: `/v2/` checks, manifest digests (verified against the
 //! manifest's bytes wherever they are fetched), tags pointed at manifests, with the registry's
-//! own auth flow (Basic, or Bearer tokens from its realm), Docker's `certs.d` CAs, and every
-//! request retried through passing failures.
+//! own auth flow (Basic, or bearer tokens from its realm cached per repository scope, see
+//! [`auth`]), Docker's `certs.d` CAs, and every request retried through passing failures.
 //!
 //! Plain HTTP is used only where Docker itself allows it without configuration: registries on
 //! loopback addresses (or hosts listed in `UMBRELLA_INSECURE_REGISTRIES`, comma-separated),
@@ -9,16 +9,16 @@
 
 mod auth;
 mod error;
+mod tokens;
 mod transport;
 
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
-use tokio::sync::Mutex;
 
 use super::credentials::Credential;
 use super::retry::Retrier;
 use crate::formats::image_ref::{DOCKER_HUB, Digest};
-use auth::Challenge;
+use auth::Authenticator;
 pub use error::RegistryError;
 use transport::Answer;
 
@@ -31,8 +31,7 @@ pub struct Registry {
     host: String,
     base: String,
     http: reqwest::Client,
-    credential: Option<Credential>,
-    bearer: Mutex<Option<String>>,
+    auth: Authenticator,
     retrier: Retrier,
 }
 
@@ -65,12 +64,12 @@ impl Registry {
             host: host.to_string(),
             base: format!("https://{}", transport::api_host(host)),
             http,
-            credential,
-            bearer: Mutex::new(None),
+            auth: Authenticator::new(host, credential),
             retrier,
         };
-        let Err(https) = registry.probe().await else {
-            return Ok(registry);
+        let https = match registry.probe().await {
+            Ok(answer) => return Ok(registry.learning(&answer)),
+            Err(https) => https,
         };
         // Plain HTTP only when a registry really answers there: a TLS registry whose
         // certificate is not trusted must say so, not be talked to in clear text.
@@ -79,10 +78,19 @@ impl Registry {
         }
         registry.base = format!("http://{}", transport::api_host(host));
         match registry.probe().await {
-            Ok(response) if speaks_registry(&response) => Ok(registry),
+            Ok(answer) if speaks_registry(&answer) => Ok(registry.learning(&answer)),
             Ok(_) | Err(RegistryError::Unreachable { .. }) => Err(https),
             Err(http) => Err(http),
         }
+    }
+
+    /// The registry, knowing how to authenticate from its `/v2/` answer: with the realm known
+    /// before the first request, no request pays a 401 to learn it.
+    fn learning(self, answer: &Answer) -> Self {
+        if answer.status == StatusCode::UNAUTHORIZED {
+            self.auth.learn(answer.headers.get(WWW_AUTHENTICATE));
+        }
+        self
     }
 
     /// `GET /v2/` with the retry policy: any answer but a passing failure.
@@ -104,13 +112,11 @@ impl Registry {
         }
     }
 
-    /// What a token request needs of this registry.
-    fn client(&self) -> auth::TokenClient<'_> {
-        auth::TokenClient {
+    /// What token requests go through.
+    fn transport(&self) -> auth::Transport<'_> {
+        auth::Transport {
             http: &self.http,
             retrier: &self.retrier,
-            host: &self.host,
-            credential: self.credential.as_ref(),
         }
     }
 
@@ -122,7 +128,7 @@ impl Registry {
     /// `GET /v2/`: the registry answers and accepts our credentials (if it asks for them).
     pub async fn ping(&self) -> Result<PingOutcome, RegistryError> {
         let (response, authenticated) = self.send(Method::GET, "/v2/", None, None).await?;
-        self.expect_success(&response, "/v2/")?;
+        self.expect_success(&response, "/v2/", None)?;
         Ok(PingOutcome {
             authenticated,
             scheme: self.scheme(),
@@ -193,7 +199,7 @@ impl Registry {
         let scope = format!("repository:{repository}:pull,push");
         let path = format!("/v2/{repository}/manifests/{digest}");
         let (response, _) = self.send(Method::GET, &path, Some(&scope), None).await?;
-        self.expect_success(&response, &what)?;
+        self.expect_success(&response, &what, Some(&scope))?;
         let media_type = response
             .headers
             .get(reqwest::header::CONTENT_TYPE)
@@ -205,7 +211,7 @@ impl Registry {
         let path = format!("/v2/{repository}/manifests/{tag}");
         let body = Some((media_type, bytes));
         let (response, _) = self.send(Method::PUT, &path, Some(&scope), body).await?;
-        self.expect_success(&response, &format!("{repository}:{tag}"))
+        self.expect_success(&response, &format!("{repository}:{tag}"), Some(&scope))
     }
 
     /// A manifest request: not found, refused, or the registry's answer.
@@ -225,7 +231,7 @@ impl Registry {
                 what: what.to_string(),
             });
         }
-        self.expect_success(&response, what)?;
+        self.expect_success(&response, what, Some(&scope))?;
         Ok((response, authenticated))
     }
 
@@ -273,20 +279,37 @@ impl Registry {
         }
     }
 
-    fn expect_success(&self, response: &Answer, what: &str) -> Result<(), RegistryError> {
+    /// The answer, or the error its status stands for. A 401 whose challenge says the token
+    /// lacks the scope is a refusal of these credentials for this repository (registries that
+    /// hand out tokens never answer 403), or, without credentials, a request for them.
+    fn expect_success(
+        &self,
+        response: &Answer,
+        what: &str,
+        scope: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let status = response.status;
-        let had_credentials = self.credential.is_some();
+        let had_credentials = self.auth.has_credentials();
+        let forbidden = |answer: &str| RegistryError::Forbidden {
+            host: self.host.clone(),
+            what: what.to_string(),
+            answer: answer.to_string(),
+            wanted: scope.map_or_else(|| "do this".to_string(), error::wanted),
+            had_credentials,
+        };
         match status {
             _ if status.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED
+                if had_credentials
+                    && auth::insufficient_scope(response.headers.get(WWW_AUTHENTICATE)) =>
+            {
+                Err(forbidden("HTTP 401, insufficient_scope"))
+            }
             StatusCode::UNAUTHORIZED => Err(RegistryError::Unauthorized {
                 host: self.host.clone(),
                 had_credentials,
             }),
-            StatusCode::FORBIDDEN => Err(RegistryError::Forbidden {
-                host: self.host.clone(),
-                what: what.to_string(),
-                had_credentials,
-            }),
+            StatusCode::FORBIDDEN => Err(forbidden("HTTP 403")),
             _ => Err(RegistryError::Status {
                 host: self.host.clone(),
                 what: what.to_string(),
@@ -295,8 +318,9 @@ impl Registry {
         }
     }
 
-    /// Sends a request with the retry policy, answering one auth challenge if the registry
-    /// makes it. Returns the response and whether credentials were used.
+    /// Sends a request with the retry policy and what the registry's auth asks for (a token
+    /// for `scope` once its realm is known), answering one refusal if another try can help.
+    /// Returns the answer and whether credentials or a token went with it.
     async fn send(
         &self,
         method: Method,
@@ -318,35 +342,22 @@ impl Registry {
             }
         };
         let what = format!("{method} {path}");
-        let cached = self.bearer.lock().await.clone();
-        let first = |token: &Option<String>| match token {
-            Some(token) => request().bearer_auth(token),
-            None => request(),
-        };
-        let response = self.execute(&what, || first(&cached)).await?;
-        if response.status != StatusCode::UNAUTHORIZED {
-            return Ok((response, cached.is_some()));
+        let transport = self.transport();
+        let sent = self.auth.authorize(&transport, scope).await?;
+        let answer = self.execute(&what, || sent.apply(request())).await?;
+        if answer.status != StatusCode::UNAUTHORIZED {
+            return Ok((answer, !sent.is_nothing()));
         }
-        let Some(challenge) = auth::parse_challenge(response.headers.get(WWW_AUTHENTICATE)) else {
-            return Ok((response, false));
+        let header = answer.headers.get(WWW_AUTHENTICATE);
+        let Some(retry) = self
+            .auth
+            .after_refusal(&transport, scope, &sent, header)
+            .await?
+        else {
+            return Ok((answer, !sent.is_nothing()));
         };
-        let answered = match challenge {
-            Challenge::Basic => match &self.credential {
-                Some(Credential::Basic { username, password }) => {
-                    self.execute(&what, || request().basic_auth(username, Some(password)))
-                        .await?
-                }
-                _ => return Ok((response, false)),
-            },
-            Challenge::Bearer { realm, service } => {
-                let token =
-                    auth::fetch_token(&self.client(), &realm, service.as_deref(), scope).await?;
-                *self.bearer.lock().await = Some(token.clone());
-                self.execute(&what, || request().bearer_auth(&token))
-                    .await?
-            }
-        };
-        Ok((answered, true))
+        let answer = self.execute(&what, || retry.apply(request())).await?;
+        Ok((answer, true))
     }
 
     /// One request with the retry policy, its failure named.
@@ -395,12 +406,14 @@ mod tests {
         );
         let forbidden = RegistryError::Forbidden {
             host: "r:1".into(),
-            what: "GET /v2/a/manifests/1".into(),
+            what: "a:1".into(),
+            answer: "HTTP 403".into(),
+            wanted: error::wanted("repository:a:pull"),
             had_credentials: true,
         };
-        assert!(
-            forbidden.to_string().contains("HTTP 403")
-                && forbidden.to_string().contains("not allowed")
+        assert_eq!(
+            forbidden.to_string(),
+            "registry r:1: a:1: access denied (HTTP 403): the credentials given are not allowed to pull from repository a"
         );
     }
 }

@@ -1,0 +1,3 @@
+module umbrella.testenv/token-server
+
+go 1.22
