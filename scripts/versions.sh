@@ -3,6 +3,8 @@
 K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.19.5
+# The Kubernetes version helm templates for when not told (helm v3.19 is built against 1.34).
+HELM_KUBE_VERSION=1.34
 KWOK_VERSION=v0.8.0
 ACTIONLINT_VERSION=v1.7.12
 # Registry C, the token-auth registry (Debian's docker-registry serves A and B).

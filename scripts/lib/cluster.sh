@@ -43,12 +43,17 @@ ensure_cluster_pki() {
   write_kubeconfig "$KUBE_DIR/kube-scheduler.kubeconfig" kube-scheduler
 }
 
+# The cluster starts empty each time the environment starts: what an earlier run (another clone,
+# an interrupted test) deployed must not leak into this one's inventories.
 up_etcd() {
-  daemon_running etcd || start_daemon etcd etcd --name umbrella-test --data-dir "$(daemon_dir etcd)/data" \
-    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "umbrella-test=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --quota-backend-bytes 4294967296
+  if ! daemon_running etcd; then
+    rm -rf "$(daemon_dir etcd)/data"
+    start_daemon etcd etcd --name umbrella-test --data-dir "$(daemon_dir etcd)/data" \
+      --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+      --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+      --initial-cluster "umbrella-test=http://127.0.0.1:$ETCD_PEER_PORT" \
+      --quota-backend-bytes 4294967296
+  fi
   wait_until etcd 60 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 }
 
@@ -113,9 +118,18 @@ metadata:
     kubernetes.io/hostname: kwok-node-$i
     type: kwok
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: $NODE_RESOURCES
+  capacity: $NODE_RESOURCES
 EOF
+  done
+}
+
+# Nodes created by an earlier `up` get the same resources (a Node's status is not applied).
+update_node_resources() {
+  local i
+  for i in $(seq 0 $((KWOK_NODES - 1))); do
+    kubectl --kubeconfig "$KUBECONFIG_FILE" patch node "kwok-node-$i" --subresource=status --type=merge \
+      -p "{\"status\": {\"allocatable\": $NODE_RESOURCES, \"capacity\": $NODE_RESOURCES}}" >/dev/null
   done
 }
 
@@ -126,5 +140,6 @@ up_kwok() {
     --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.0.0.1/16 --node-ip 10.0.0.1
   wait_until kwok 60 curl -sf --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz"
   fake_nodes_yaml | kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f - >/dev/null || fail_daemon kwok "cannot create the fake nodes"
+  update_node_resources || fail_daemon kwok "cannot set the fake nodes' resources"
   wait_until kwok 60 kubectl --kubeconfig "$KUBECONFIG_FILE" wait --for=condition=Ready node -l type=kwok --timeout=5s
 }

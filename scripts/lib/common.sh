@@ -20,6 +20,9 @@ CONTROLLER_MANAGER_PORT=10357
 SCHEDULER_PORT=10359
 KWOK_PORT=10347
 KWOK_NODES=3
+# What each fake node offers (JSON, also valid YAML): room for the benchmarks' pods, and the
+# ephemeral storage charts request.
+NODE_RESOURCES='{"cpu": "64", "memory": "512Gi", "ephemeral-storage": "1Ti", "pods": "1000"}'
 KUBE_CONTEXT=umbrella-test
 # A locally made base image: nothing can be pulled from a public registry here.
 BASE_IMAGE=umbrella.local/busybox:1.35

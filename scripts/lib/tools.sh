@@ -8,11 +8,11 @@ TOOLS_RECIPE=2
 # go_tool_dir NAME VERSION -> the cache directory of one tool build.
 go_tool_dir() { echo "$TESTENV_TOOLS/$1-$2-r$TOOLS_RECIPE"; }
 
-# install_go_module NAME VERSION PACKAGE [LDFLAGS]: `go install` a main package that has no
-# replace lines.
+# install_go_module NAME VERSION PACKAGE [LDFLAGS [KEY]]: `go install` a main package that has
+# no replace lines, cached under KEY (default VERSION; a build with other ldflags needs its own).
 install_go_module() {
   local name=$1 version=$2 pkg=$3 ldflags=${4:-} dir
-  dir=$(go_tool_dir "$name" "$version")
+  dir=$(go_tool_dir "$name" "${5:-$version}")
   [ -x "$dir/bin/$name" ] && return 0
   log "building $name $version (cached in $dir)"
   mkdir -p "$dir/bin"
@@ -97,9 +97,16 @@ install_kwok_stages() {
   done >"$dir/stages-v2.yaml.tmp" && mv "$dir/stages-v2.yaml.tmp" "$dir/stages-v2.yaml"
 }
 
+# helm's cache key: its version and the Kubernetes version built in.
+helm_key() { echo "$HELM_VERSION-k$HELM_KUBE_VERSION"; }
+
 build_all_tools() {
+  # As helm's own release builds: without the Kubernetes version, `helm template` renders for
+  # Kubernetes v1.20.0.
+  local kube_major=${HELM_KUBE_VERSION%.*} kube_minor=${HELM_KUBE_VERSION#*.}
   install_go_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
-    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$kube_major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$kube_major -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kube_minor" \
+    "$(helm_key)"
   install_go_module kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
   install_kwok_stages
   install_go_module actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
@@ -144,7 +151,7 @@ build_carvel() {
 # tools_path -> a PATH prefix holding every cached tool.
 tools_path() {
   local p="" d
-  for d in "$(go_tool_dir helm "$HELM_VERSION")" "$(go_tool_dir kwok "$KWOK_VERSION")" \
+  for d in "$(go_tool_dir helm "$(helm_key)")" "$(go_tool_dir kwok "$KWOK_VERSION")" \
     "$(go_tool_dir actionlint "$ACTIONLINT_VERSION")" "$(go_tool_dir etcd "$ETCD_VERSION")" \
         "$(go_tool_dir kubernetes "$K8S_VERSION")" "$(go_tool_dir kbld "$KBLD_VERSION")" "$(go_tool_dir kapp "$KAPP_VERSION")"; do
     p="$p${p:+:}$d/bin"

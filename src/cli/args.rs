@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::formats::environments;
 use crate::formats::layout::{self, DEFAULT_BUILD_LOCK};
 use crate::report::{ColorChoice, OutputFormat};
 use crate::stages::build::BuildRequest;
@@ -12,6 +13,7 @@ use crate::stages::commit::CommitRequest;
 use crate::stages::deploy::status::FailOn;
 use crate::stages::deploy::{DeleteRequest, Group};
 use crate::stages::render::RenderRequest;
+use crate::stages::render::capabilities::Explicit;
 
 /// Build, render, commit and deploy Helm umbrella charts as reviewed git commits.
 #[derive(Debug, Parser)]
@@ -131,6 +133,18 @@ pub struct RenderArgs {
     /// Namespace of namespaced objects (default: ENV).
     #[arg(long, short = 'n', value_parser = parse_namespace)]
     pub namespace: Option<String>,
+    /// The kube context whose cluster's Kubernetes version and API versions charts see
+    /// (default: umbrella.yaml's; recorded in umbrella-state/ENV/capabilities.yaml, used when
+    /// the cluster does not answer).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The Kubernetes version charts see (.Capabilities.KubeVersion), e.g. v1.34.2.
+    #[arg(long, value_parser = parse_kube_version)]
+    pub kube_version: Option<String>,
+    /// API versions charts may count on (.Capabilities.APIVersions): group/version or
+    /// group/version/Kind; repeat or separate with commas.
+    #[arg(long, value_delimiter = ',', value_parser = parse_api_version)]
+    pub api_versions: Vec<String>,
     /// The build stage's images lock.
     #[arg(long = "lock", default_value = DEFAULT_BUILD_LOCK)]
     pub build_lock: PathBuf,
@@ -152,6 +166,11 @@ impl RenderArgs {
             release: self.release.clone(),
             namespace: self.namespace.clone(),
             extra_values: self.values.clone(),
+            context: self.context.clone(),
+            capabilities: Explicit {
+                kube_version: self.kube_version.clone(),
+                api_versions: self.api_versions.clone(),
+            },
             build_lock: root.join(&self.build_lock),
             allow_plaintext_secrets: self.allow_plaintext_secrets,
             check: self.check,
@@ -252,6 +271,21 @@ pub struct GroupArgs {
     /// Namespace of the inventories and the deploy lock.
     #[arg(long, default_value = "umbrella-system", value_parser = parse_namespace)]
     pub inventory_namespace: String,
+}
+
+impl Command {
+    /// The app group a command acts on, if it acts on one.
+    pub fn group_mut(&mut self) -> Option<&mut GroupArgs> {
+        match self {
+            Command::Deploy(DeployTarget::AppGroup(args)) => Some(&mut args.apply.group),
+            Command::Rollback { deploy, .. } => Some(&mut deploy.apply.group),
+            Command::Diff(DiffTarget::AppGroup(args)) => Some(&mut args.apply.group),
+            Command::Status(StatusTarget::AppGroup(args)) => Some(&mut args.group),
+            Command::Delete(DeleteTarget::AppGroup(args)) => Some(&mut args.group),
+            Command::History { group, .. } => Some(group),
+            _ => None,
+        }
+    }
 }
 
 impl GroupArgs {
@@ -359,6 +393,16 @@ impl DeleteArgs {
             lock_timeout: self.write.lock_timeout,
         }
     }
+}
+
+fn parse_kube_version(value: &str) -> Result<String, String> {
+    environments::kube_version(value)?;
+    Ok(value.to_string())
+}
+
+fn parse_api_version(value: &str) -> Result<String, String> {
+    environments::api_version_entry(value)?;
+    Ok(value.to_string())
 }
 
 /// A namespace: a DNS label.

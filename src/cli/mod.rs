@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use crate::adapters::git;
 use crate::exit::{self, ExitStatus};
+use crate::formats::environments::RepositoryConfig;
 use crate::formats::layout;
 use crate::report::{self, OutputFormat, progress::Terminal};
 use crate::stages::deploy::diff::{self, DiffRequest};
@@ -30,8 +31,21 @@ use args::{
 };
 
 /// Runs the parsed command; the exit code follows each command's documented contract.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     let root = git::repository_root(&cli.repo).unwrap_or(cli.repo.clone());
+    let config = match RepositoryConfig::load(&root) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("umbrella: {error}");
+            return Ok(code(exit::REFUSED));
+        }
+    };
+    if let Some(group) = cli.command.group_mut() {
+        group.context = group
+            .context
+            .take()
+            .or_else(|| config.environment(&group.env).context);
+    }
     match cli.command {
         Command::Build(args) => run_build(&root, &args).await,
         Command::Render(args) => run_render(&root, &args).await,

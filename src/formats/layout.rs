@@ -7,6 +7,8 @@ use std::path::{Component, Path, PathBuf};
 
 use super::names;
 
+/// The environments' settings, at the repository root.
+pub const CONFIG_FILE: &str = "umbrella.yaml";
 /// kbld's configuration of the images to build, at the repository root.
 pub const SOURCES_FILE: &str = "sources.yaml";
 /// The umbrella chart, relative to the repository root.
@@ -15,6 +17,9 @@ pub const CHART_DIR: &str = "umbrella-chart";
 pub const STATE_DIR: &str = "umbrella-state";
 /// The images lock of an environment's state, beside its app directories.
 pub const IMAGES_LOCK_FILE: &str = "images.lock.yaml";
+/// What an environment's cluster offered charts when it was last seen (`.Capabilities`), beside
+/// its app directories.
+pub const CAPABILITIES_FILE: &str = "capabilities.yaml";
 /// Where the build stage writes its images lock unless told otherwise.
 pub const DEFAULT_BUILD_LOCK: &str = "umbrella-state/images.lock.yaml";
 

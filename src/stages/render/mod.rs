@@ -2,6 +2,7 @@
 //! app per subchart, every image pinned to a digest, written as the environment's state
 //! directory (`umbrella-state/<env>/<app>/<kind>-<name>.yaml` and `images.lock.yaml`).
 
+pub mod capabilities;
 pub mod images;
 pub mod pin;
 pub mod split;
@@ -17,6 +18,7 @@ use crate::adapters::helm::{self, HelmError};
 use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit::{self, ExitStatus};
 use crate::formats::chart::UmbrellaChart;
+use crate::formats::environments::RepositoryConfig;
 use crate::formats::images_lock::{ImagesLock, LockedImage};
 use crate::formats::layout;
 use crate::formats::manifest;
@@ -41,8 +43,14 @@ pub struct RenderRequest {
     pub release: Option<String>,
     /// The namespace of namespaced objects (default: the environment's name).
     pub namespace: Option<String>,
-    /// Values files applied after `values.yaml` and `values-<env>.yaml`.
+    /// Values files applied after `values.yaml` and the environment's (`umbrella.yaml`'s
+    /// `values`, else `values-<env>.yaml`).
     pub extra_values: Vec<PathBuf>,
+    /// The kube context whose cluster's capabilities charts see (default: `umbrella.yaml`'s).
+    pub context: Option<String>,
+    /// The Kubernetes version and extra API versions charts see, over `umbrella.yaml`'s and
+    /// the cluster's.
+    pub capabilities: capabilities::Explicit,
     /// The images lock of the build stage.
     pub build_lock: PathBuf,
     pub allow_plaintext_secrets: bool,
@@ -74,6 +82,8 @@ pub struct Rendered {
     /// Registry requests that failed for a passing reason and were tried again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<RetryNote>,
+    /// The Kubernetes version and API versions charts saw, and where they came from.
+    pub capabilities: capabilities::Seen,
     #[serde(skip)]
     pub files: StateFiles,
 }
@@ -153,30 +163,26 @@ const CHECK_DIFF_LINES: usize = 200;
 pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     let chart_dir = request.root.join(layout::CHART_DIR);
     let chart = UmbrellaChart::load(&chart_dir)?;
-    let sources = request.root.join(layout::SOURCES_FILE);
-    let config = if sources.exists() {
-        KbldConfig::load(&sources)?
-    } else {
-        KbldConfig::default()
-    };
+    let config = kbld_config(&request.root)?;
     let built = ImagesLock::read(&request.build_lock)?;
+    let settings = Settings::of(request, &chart)?;
+    let state_dir = layout::env_dir(&request.root, &request.env);
+    let seen = capabilities::for_render(
+        &settings.capabilities,
+        settings.context.as_deref(),
+        &state_dir.join(layout::CAPABILITIES_FILE),
+    )
+    .await?;
     let helm_started = std::time::Instant::now();
-    for file in &request.extra_values {
-        check_values_file(file)?;
-    }
     ensure_dependencies(&chart).await?;
-    let output = helm_template(request, &chart)
+    let output = helm_template(&settings, &seen.for_render, &chart)
         .await
         .map_err(RenderError::Template)?;
     let helm_ms = helm_started.elapsed().as_millis();
     let mut objects = split::split(&output, &chart.metadata.name)?;
     check_apps(&objects, &request.env)?;
     refuse_plaintext_secrets(&objects, request.allow_plaintext_secrets)?;
-    let namespace = request
-        .namespace
-        .clone()
-        .unwrap_or_else(|| request.env.clone());
-    fill_namespaces(&mut objects, &namespace);
+    fill_namespaces(&mut objects, &settings.namespace);
 
     let pin_started = std::time::Instant::now();
     let rules = Rules::from_config(&config);
@@ -190,14 +196,19 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         pin_object(object, &rules, &pinning.images);
     }
     let pin_ms = pin_started.elapsed().as_millis();
-    let files = StateFiles::from_objects(
+    let mut files = StateFiles::from_objects(
         &objects,
         &ImagesLock::new(pinning.images.values().cloned().collect()),
     )
     .map_err(RenderError::Refused)?;
+    if let Some(record) = &seen.record {
+        files
+            .files
+            .insert(PathBuf::from(layout::CAPABILITIES_FILE), record.clone());
+    }
     Ok(Rendered {
         env: request.env.clone(),
-        state_dir: layout::env_dir(&request.root, &request.env),
+        state_dir,
         apps: summarize(&objects),
         images: pinning.images.into_values().collect(),
         registry_lookups: pinning.lookups,
@@ -205,8 +216,19 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         pin_ms,
         write_ms: 0,
         retries: retrier.notes(),
+        capabilities: seen,
         files,
     })
+}
+
+/// `sources.yaml`, whose search rules and overrides apply to every image; none is no rules.
+fn kbld_config(root: &Path) -> Result<KbldConfig, YamlError> {
+    let sources = root.join(layout::SOURCES_FILE);
+    if sources.exists() {
+        KbldConfig::load(&sources)
+    } else {
+        Ok(KbldConfig::default())
+    }
 }
 
 /// `helm dependency build` when a dependency is missing from `charts/` or differs from
@@ -265,40 +287,87 @@ fn unpacked_version_is(chart_yaml: &Path, version: &str) -> bool {
         .is_ok_and(|c| !exact || c.version == version)
 }
 
+/// The settings of this render: the flags over `umbrella.yaml`'s environment over the defaults.
+struct Settings {
+    release: String,
+    namespace: String,
+    context: Option<String>,
+    /// Every values file in order: `values.yaml`, the environment's, the caller's.
+    values: Vec<PathBuf>,
+    capabilities: capabilities::Explicit,
+}
+
+impl Settings {
+    fn of(request: &RenderRequest, chart: &UmbrellaChart) -> Result<Self, RenderError> {
+        let config = RepositoryConfig::load(&request.root)?;
+        let env = config.environment(&request.env);
+        let env_values = match env.values {
+            Some(files) => files.iter().map(|f| request.root.join(f)).collect(),
+            None => vec![chart.dir.join(format!("values-{}.yaml", request.env))],
+        };
+        let values: Vec<PathBuf> = std::iter::once(chart.dir.join("values.yaml"))
+            .chain(env_values)
+            .filter(|f| f.is_file())
+            .chain(request.extra_values.iter().cloned())
+            .collect();
+        for file in &request.extra_values {
+            check_values_file(file)?;
+        }
+        let mut api_versions = env.api_versions;
+        api_versions.extend(request.capabilities.api_versions.iter().cloned());
+        Ok(Settings {
+            release: first(&request.release, env.release, || {
+                chart.metadata.name.clone()
+            }),
+            namespace: first(&request.namespace, env.namespace, || request.env.clone()),
+            context: request.context.clone().or(env.context),
+            values,
+            capabilities: capabilities::Explicit {
+                kube_version: request
+                    .capabilities
+                    .kube_version
+                    .clone()
+                    .or(env.kube_version),
+                api_versions,
+            },
+        })
+    }
+}
+
+/// The flag, else the configured value, else the default.
+fn first(
+    flag: &Option<String>,
+    configured: Option<String>,
+    default: impl FnOnce() -> String,
+) -> String {
+    flag.clone().or(configured).unwrap_or_else(default)
+}
+
 async fn helm_template(
-    request: &RenderRequest,
+    settings: &Settings,
+    capabilities: &capabilities::ForRender,
     chart: &UmbrellaChart,
 ) -> Result<String, HelmError> {
-    let release = request
-        .release
-        .clone()
-        .unwrap_or_else(|| chart.metadata.name.clone());
-    let namespace = request
-        .namespace
-        .clone()
-        .unwrap_or_else(|| request.env.clone());
-    // values.yaml, then values-<env>.yaml when there is one, then the caller's files.
-    let defaults = [
-        chart.dir.join("values.yaml"),
-        chart.dir.join(format!("values-{}.yaml", request.env)),
-    ];
-    let values: Vec<&PathBuf> = defaults
-        .iter()
-        .filter(|f| f.is_file())
-        .chain(&request.extra_values)
-        .collect();
-    let chart_dir = chart.dir.display().to_string();
     let mut args = vec![
         "template".to_string(),
-        release,
-        chart_dir,
+        settings.release.clone(),
+        chart.dir.display().to_string(),
         "--namespace".into(),
-        namespace,
+        settings.namespace.clone(),
+        "--include-crds".into(),
+        "--skip-tests".into(),
     ];
-    args.extend(["--include-crds".into(), "--skip-tests".into()]);
-    for file in values {
+    for file in &settings.values {
         args.push("--values".into());
         args.push(file.display().to_string());
+    }
+    if let Some(version) = &capabilities.kube_version {
+        args.push("--kube-version".into());
+        args.push(version.clone());
+    }
+    for api in &capabilities.api_versions {
+        args.push("--api-versions".into());
+        args.push(api.clone());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     helm::run(&args).await
