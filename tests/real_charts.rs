@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use common::group::Group;
 use common::write_file;
 
 /// A ConfigMap that shows what the chart saw of the cluster, and a value of the environment.
@@ -161,4 +162,288 @@ fn a_bad_environment_setting_is_named_and_nothing_is_written() {
     );
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("--kube-version"), "{err}");
+}
+
+/// A Job that runs as a helm hook (`events`), with more lines under its annotations, its
+/// spec and its pod's spec.
+struct Extra<'a> {
+    annotations: &'a str,
+    spec: &'a str,
+    pod: &'a str,
+}
+
+const NO_EXTRA: Extra<'static> = Extra {
+    annotations: "",
+    spec: "",
+    pod: "",
+};
+
+fn hook_job(group: &Group, name: &str, events: &str, extra: Extra) -> String {
+    format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+  namespace: {ns}
+  annotations:
+    helm.sh/hook: {events}
+{annotations}spec:
+{spec}  template:
+    spec:
+{pod}      restartPolicy: Never
+      containers:
+      - name: main
+        image: {image}
+"#,
+        ns = group.env,
+        image = common::group::image(),
+        annotations = extra.annotations,
+        spec = extra.spec,
+        pod = extra.pod,
+    )
+}
+
+fn data_config_map(group: &Group, name: &str, value: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {}\n  annotations:\n    note: x\n{annotations}data:\n  v: \"{value}\"\n",
+        group.env
+    )
+}
+
+/// The objects of a deploy's JSON report as `op Kind/name`, in the order they were settled.
+fn settled(report: &serde_json::Value) -> Vec<String> {
+    report["objects"]
+        .as_array()
+        .map(|objects| {
+            objects
+                .iter()
+                .map(|o| {
+                    let object = o["object"].as_str().unwrap_or_default();
+                    let short = object.split(" in ").next().unwrap_or(object);
+                    format!("{} {short}", o["op"].as_str().unwrap_or_default())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn position(lines: &[String], wanted: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l == wanted)
+        .unwrap_or_else(|| panic!("{wanted} in {lines:#?}"))
+}
+
+/// kubectl on the group's namespace: whether it succeeded, and its output.
+fn kubectl_in(group: &Group, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("kubectl")
+        .args(["--context", "umbrella-test", "-n", &group.env])
+        .args(args)
+        .output()
+        .expect("kubectl");
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn live_value(group: &Group, name: &str) -> Option<String> {
+    kubectl_in(
+        group,
+        &["get", "configmap", name, "-o", "jsonpath={.data.v}"],
+    )
+}
+
+fn job_exists(group: &Group, name: &str) -> bool {
+    kubectl_in(group, &["get", "job", name]).is_some()
+}
+
+#[test]
+fn hooks_run_in_their_phases_and_are_neither_drift_nor_run_again() {
+    let group = Group::new("hooks");
+    group.write(
+        "web",
+        "configmap.yaml",
+        &data_config_map(&group, "web", "1", ""),
+    );
+    group.write(
+        "web",
+        "migrate.yaml",
+        &hook_job(
+            &group,
+            "migrate",
+            "pre-install,pre-upgrade",
+            Extra {
+                annotations: "    helm.sh/hook-weight: \"-5\"\n",
+                ..NO_EXTRA
+            },
+        ),
+    );
+    group.write(
+        "web",
+        "announce.yaml",
+        &hook_job(
+            &group,
+            "announce",
+            "post-install,post-upgrade",
+            Extra {
+                annotations: "    helm.sh/hook-delete-policy: hook-succeeded\n",
+                spec: "  ttlSecondsAfterFinished: 0\n",
+                ..NO_EXTRA
+            },
+        ),
+    );
+    group.write(
+        "web",
+        "undo.yaml",
+        &data_config_map(&group, "undone", "yes", "    helm.sh/hook: pre-rollback\n"),
+    );
+    let first = common::commit_all(group.repo.path(), "v1");
+
+    // Install: the pre-install Job completes before the app's objects, the post-install one
+    // after them; the pre-rollback hook does not run.
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let lines = settled(&report);
+    assert!(
+        position(&lines, "create Job/migrate") < position(&lines, "create ConfigMap/web")
+            && position(&lines, "create ConfigMap/web") < position(&lines, "create Job/announce"),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("undone")), "{lines:#?}");
+    assert!(
+        !job_exists(&group, "announce"),
+        "hook-succeeded (and its TTL) removed it"
+    );
+
+    // Self-deleting hook Jobs are neither missing nor drift.
+    let (code, out, err) = group.run(&["status", "app-group"], &[]);
+    assert_eq!(code, 0, "status right after the deploy: {out}{err}");
+    let (code, out, err) = group.run(&["diff", "app-group"], &["--exit-code"]);
+    assert_eq!(code, 0, "diff right after the deploy: {out}{err}");
+
+    // An app that did not change runs no hook again.
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !settled(&report).iter().any(|l| l.contains("Job/")),
+        "{report}"
+    );
+
+    // A change: diff names the hooks that will run; the deploy replaces the previous Job
+    // (before-hook-creation) and runs the upgrade hooks.
+    group.write(
+        "web",
+        "configmap.yaml",
+        &data_config_map(&group, "web", "2", ""),
+    );
+    common::commit_all(group.repo.path(), "v2");
+    let (code, out, err) = group.run(&["diff", "app-group"], &["--exit-code"]);
+    assert_eq!(code, 2, "changes: {out}{err}");
+    assert!(
+        out.contains("Job/migrate") && out.contains("(pre-upgrade) would run"),
+        "{out}"
+    );
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let lines = settled(&report);
+    assert!(
+        position(&lines, "delete Job/migrate") < position(&lines, "create Job/migrate")
+            && position(&lines, "create Job/migrate") < position(&lines, "update ConfigMap/web")
+            && position(&lines, "update ConfigMap/web") < position(&lines, "create Job/announce"),
+        "{lines:#?}"
+    );
+    assert_eq!(live_value(&group, "undone"), None);
+
+    // A rollback runs the rollback hooks of the state it deploys, not the upgrade hooks.
+    let (code, out, err) = group.run(&["rollback"], &["--to", &first, "--yes", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines = settled(&serde_json::from_str(&out).expect("json"));
+    assert!(
+        position(&lines, "create ConfigMap/undone") < position(&lines, "update ConfigMap/web"),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("Job/")), "{lines:#?}");
+    assert_eq!(live_value(&group, "web").as_deref(), Some("1"));
+
+    // A pre-upgrade hook that fails stops the deploy before the app's objects change, and
+    // hook-failed deletes it.
+    group.write(
+        "web",
+        "configmap.yaml",
+        &data_config_map(&group, "web", "3", ""),
+    );
+    group.write(
+        "web",
+        "gate.yaml",
+        &hook_job(
+            &group,
+            "gate",
+            "pre-upgrade",
+            Extra {
+                annotations: "    helm.sh/hook-delete-policy: hook-failed\n",
+                spec: "  backoffLimit: 0\n  activeDeadlineSeconds: 2\n",
+                pod: "      nodeSelector:\n        no-such-node: here\n",
+            },
+        ),
+    );
+    common::commit_all(group.repo.path(), "v3");
+    let (code, _, err) = group.deploy(&[]);
+    assert_ne!(code, 0, "the failing hook fails the deploy: {err}");
+    assert!(err.contains("Job/gate"), "the hook is named: {err}");
+    assert_eq!(
+        live_value(&group, "web").as_deref(),
+        Some("1"),
+        "the app's objects untouched"
+    );
+    assert!(!job_exists(&group, "gate"), "hook-failed deleted it");
+}
+
+#[test]
+fn a_job_that_completed_and_was_deleted_before_it_was_watched_counts_as_completed() {
+    let group = Group::new("ttl");
+    // Many objects in the same wave: the Job completes and goes while they are applied.
+    for i in 0..150 {
+        group.write(
+            "web",
+            &format!("service-{i}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\n  namespace: {}\nspec:\n  selector:\n    app: none\n  ports:\n  - port: 80\n",
+                group.env
+            ),
+        );
+    }
+    let job = hook_job(
+        &group,
+        "once",
+        "none",
+        Extra {
+            spec: "  ttlSecondsAfterFinished: 0\n",
+            ..NO_EXTRA
+        },
+    );
+    let job = job.replace("  annotations:\n    helm.sh/hook: none\n", "");
+    group.write("web", "job.yaml", &job);
+    common::commit_all(group.repo.path(), "v1");
+    let (code, report, err) = group.deploy(&["--wait-timeout", "90s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        settled(&report).contains(&"create Job/once".to_string()),
+        "{report}"
+    );
+    assert!(!job_exists(&group, "once"), "its TTL removed it");
+}
+
+#[test]
+fn status_does_not_wait_for_what_deploy_does_not_wait_for() {
+    let group = Group::new("nowait");
+    group.write("web", "lb.yaml", &group.load_balancer(false));
+    common::commit_all(group.repo.path(), "v1");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = group.run(&["status", "app-group"], &[]);
+    assert_eq!(
+        code, 0,
+        "a LoadBalancer without an address, not waited for: {out}{err}"
+    );
 }

@@ -231,6 +231,8 @@ async fn run_deploy(
     revision: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let apply = &args.apply;
+    // Only `rollback` names the revision here.
+    let rollback = revision.is_some();
     let revision = revision.or(apply.revision.clone());
     let source = match read_source("deploy", root, &apply.group, revision.as_deref()) {
         Ok(source) => source,
@@ -245,6 +247,7 @@ async fn run_deploy(
         adopt: apply.adopt,
         lock_timeout: args.write.lock_timeout,
         allow_empty: args.allow_empty,
+        rollback,
     };
     let question = format!(
         "Deploy {} apps of {} to the cluster?",

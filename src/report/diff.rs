@@ -41,6 +41,9 @@ pub fn write_diff(
         .iter()
         .map(|o| (o.app.as_str(), op_column(o.op, o.error.is_none())));
     write_counts(out, rows)?;
+    for hook in &report.hooks {
+        writeln!(out, "hook {hook} would run")?;
+    }
     write_deleted_apps(out, &report.deleted_apps)?;
     write_retries(out, &report.retries)?;
     if report.has_changes() {

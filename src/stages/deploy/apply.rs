@@ -14,7 +14,7 @@ use super::inventory::{APP_LABEL, GROUP_LABEL, foreign_owner};
 use super::lease::Fence;
 use super::outcome::{DeployError, Op};
 use super::plan::{StateCrds, Target, defined_by_state, label_of};
-use super::ready::{self, Readiness};
+use super::ready::Readiness;
 use super::request::{COMMIT_ANNOTATION, DeployRequest, MANAGED_BY};
 use crate::adapters::cluster::{self, ClusterError};
 use crate::adapters::retry::Retrier;
@@ -327,7 +327,7 @@ impl<'a> Applier<'a> {
             .map_err(|e| describe_apply_error(&e, &target.desired.value))?;
         // Most kinds are ready as applied (their answer says so): only the others are watched.
         let ready =
-            ready::readiness(&cluster::with_type(&applied, &target.reference)) == Readiness::Ready;
+            target.readiness(&cluster::with_type(&applied, &target.reference)) == Readiness::Ready;
         let op = match &target.live_version {
             None => Op::Create,
             Some(version) if applied.resource_version().as_ref() == Some(version) => Op::Unchanged,

@@ -8,6 +8,7 @@ use kube::discovery::Discovery;
 use serde::Serialize;
 
 use super::compare::{Comparison, ObjectDiff};
+use super::hooks::{self, Hook};
 use super::inventory::{self, Inventory};
 use super::outcome::{DeployError, Op};
 use super::request::Group;
@@ -40,6 +41,9 @@ pub struct DiffReport {
     pub objects: Vec<ObjectDiff>,
     /// Apps whose directory is gone from the state: a deploy deletes them.
     pub deleted_apps: Vec<String>,
+    /// The helm hooks a deploy would run (`app Kind/name (event)`), in their order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
     /// Calls that failed for a passing reason and were tried again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<RetryNote>,
@@ -48,7 +52,9 @@ pub struct DiffReport {
 impl DiffReport {
     /// A deploy would change something.
     pub fn has_changes(&self) -> bool {
-        !self.deleted_apps.is_empty() || self.objects.iter().any(|o| o.op != Op::Unchanged)
+        !self.deleted_apps.is_empty()
+            || !self.hooks.is_empty()
+            || self.objects.iter().any(|o| o.op != Op::Unchanged)
     }
 
     /// Some object could not be compared.
@@ -74,11 +80,12 @@ impl DiffReport {
 pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError> {
     let env = &request.group.env;
     let desired = desired::load(&request.source.dir, env).map_err(DeployError::Invalid)?;
+    let state_crds = plan::crds_in_state(&desired);
+    let (desired, hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;
     let retrier = Retrier::default();
     let cluster = request.group.connect().await?;
     let client = cluster.client.clone();
     let discovery = cluster::discover(&cluster, &retrier).await?;
-    let state_crds = plan::crds_in_state(&desired);
     let targets = plan::targets_of(desired, &discovery);
     let comparison = Comparison {
         client: &client,
@@ -107,6 +114,7 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
     objects.extend(pruned(&client, &retrier, &discovery, &previous, &wanted).await?);
     Ok(DiffReport {
         env: env.clone(),
+        hooks: hooks_to_run(&hooks, &wanted, &previous, &request.source.commits),
         objects,
         deleted_apps: previous
             .keys()
@@ -115,6 +123,25 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
             .collect(),
         retries: retrier.notes(),
     })
+}
+
+/// The hooks a deploy would run: those of the apps new or changed since their last deploy.
+fn hooks_to_run(
+    hooks: &[Hook],
+    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+    previous: &BTreeMap<String, Inventory>,
+    commits: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let apps: BTreeSet<String> = wanted
+        .keys()
+        .cloned()
+        .chain(hooks.iter().map(|h| h.desired.app.clone()))
+        .collect();
+    let deployed = previous
+        .iter()
+        .map(|(app, inventory)| (app.clone(), inventory.commit.clone()))
+        .collect();
+    hooks::would_run(hooks, &hooks::operations(&apps, &deployed, commits, false))
 }
 
 /// What the inventories own, the state no longer has, and the cluster still holds: deleted,

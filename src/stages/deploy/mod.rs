@@ -12,6 +12,8 @@ mod compare;
 pub mod desired;
 pub mod diff;
 pub mod history;
+mod hook_run;
+pub mod hooks;
 pub mod inventory;
 mod lease;
 mod limits;
@@ -37,6 +39,7 @@ use crate::adapters::cluster::{self, Cluster};
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
+use hooks::Phase;
 use inventory::{Inventories, Inventory};
 use limits::{Limits, Stop};
 use outcome::failed;
@@ -57,12 +60,14 @@ pub async fn deploy(
     let started = Instant::now();
     let desired =
         desired::load(&request.source.dir, &request.group.env).map_err(DeployError::Invalid)?;
+    let state_crds = plan::crds_in_state(&desired);
+    let (desired, hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;
     let retrier = Retrier::reporting(progress.clone());
     let cluster = request.group.connect().await?;
     let discovery = cluster::discover(&cluster, &retrier).await?;
-    let state_crds = plan::crds_in_state(&desired);
     let targets = plan::targets_of(desired, &discovery);
     let waves = plan::plan_waves(&targets, &state_crds)?;
+    let hooks = hook_run::Hooks::new(hooks, &discovery, &state_crds)?;
     let inventories = request.group.inventories(&cluster.client, &retrier);
     let locked = lease::with_group_lock(&inventories, request.lock_timeout, |fence| async {
         let run = Run {
@@ -76,7 +81,8 @@ pub async fn deploy(
                 deadline: tokio::time::Instant::now() + request.wait_timeout,
             },
         };
-        run.locked(targets, &state_crds, waves, &inventories).await
+        run.locked(targets, &state_crds, waves, hooks, &inventories)
+            .await
     });
     let mut outcome = locked.await;
     match &mut outcome {
@@ -110,6 +116,7 @@ impl Run<'_> {
         mut targets: Vec<Target>,
         state_crds: &plan::StateCrds,
         waves: Vec<Vec<usize>>,
+        mut hooks: hook_run::Hooks,
         inventories: &Inventories,
     ) -> Result<DeployReport, DeployError> {
         let previous = inventories.by_app().await?;
@@ -137,10 +144,17 @@ impl Run<'_> {
         };
         self.record_intent(inventories, &previous, &wanted, &report)
             .await?;
-        for wave in &waves {
-            plan::refresh_resources(self.cluster, self.retrier, &mut targets, wave).await?;
-            self.run_wave(&applier, &targets, wave, &mut report).await?;
-        }
+        hooks.operations = self.hook_operations(&wanted, &hooks, &previous);
+        // Namespaces and CRDs first, as helm has them before any hook runs.
+        let (foundation, rest) = plan::foundation_first(&targets, &waves);
+        self.run_waves(&applier, &mut targets, &foundation, &mut report)
+            .await?;
+        self.run_hooks(&applier, &mut hooks, Phase::Pre, &mut report)
+            .await?;
+        self.run_waves(&applier, &mut targets, &rest, &mut report)
+            .await?;
+        self.run_hooks(&applier, &mut hooks, Phase::Post, &mut report)
+            .await?;
         let pruning = prune::Deleter {
             client,
             progress: self.progress,
@@ -153,6 +167,21 @@ impl Run<'_> {
         self.settle_inventories(inventories, &previous, &wanted, &mut report)
             .await?;
         Ok(report)
+    }
+
+    /// Runs the waves one after the other, each once the kinds it needs are known.
+    async fn run_waves(
+        &self,
+        applier: &apply::Applier<'_>,
+        targets: &mut [Target],
+        waves: &[Vec<usize>],
+        report: &mut DeployReport,
+    ) -> Result<(), DeployError> {
+        for wave in waves {
+            plan::refresh_resources(self.cluster, self.retrier, targets, wave).await?;
+            self.run_wave(applier, targets, wave, report).await?;
+        }
+        Ok(())
     }
 
     /// Applies a wave, then waits for what its answers did not show ready. Each outcome is
@@ -237,6 +266,26 @@ impl Run<'_> {
             Some(reason) => Err(failed(report, reason)),
             None => Ok(applied),
         }
+    }
+
+    /// What each app that runs hooks is under: new, changed, or rolled back.
+    fn hook_operations(
+        &self,
+        wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
+        hooks: &hook_run::Hooks,
+        previous: &BTreeMap<String, Inventory>,
+    ) -> BTreeMap<String, hooks::Operation> {
+        let apps: BTreeSet<String> = wanted
+            .keys()
+            .cloned()
+            .chain(hooks.hooks.iter().map(|h| h.desired.app.clone()))
+            .collect();
+        let deployed = previous
+            .iter()
+            .map(|(app, inventory)| (app.clone(), inventory.commit.clone()))
+            .collect();
+        let commits = &self.request.source.commits;
+        hooks::operations(&apps, &deployed, commits, self.request.rollback)
     }
 
     /// What pruning will remove, read and checked before the first write: never a Namespace

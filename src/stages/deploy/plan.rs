@@ -8,8 +8,10 @@ use kube::api::ApiResource;
 use kube::discovery::Discovery;
 
 use super::desired::Desired;
+use super::hooks::HOOK;
 use super::order;
 use super::outcome::DeployError;
+use super::ready::{self, Readiness};
 use crate::adapters::cluster::{self, Cluster};
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
@@ -58,6 +60,19 @@ pub(super) fn wanted_by_app(targets: &[Target]) -> BTreeMap<String, BTreeSet<Obj
             .insert(target.reference.clone());
     }
     wanted
+}
+
+impl Target {
+    /// The live object's readiness: a hook Pod is done when it succeeded, as helm has it;
+    /// everything else by its kind's rule.
+    pub fn readiness(&self, live: &serde_json::Value) -> Readiness {
+        let hook = !self.desired.value["metadata"]["annotations"][HOOK].is_null();
+        if hook && self.reference.kind == "Pod" && self.reference.group().is_empty() {
+            ready::hook_pod(live)
+        } else {
+            ready::readiness(live)
+        }
+    }
 }
 
 /// (group, kind) -> namespaced, for every CRD of the state.
@@ -113,6 +128,34 @@ pub(super) fn plan_waves(
         .map_err(|e| DeployError::Invalid(vec![e.to_string()]))
 }
 
+/// The waves split in two, each keeping its order: the state's Namespaces and CRDs, which
+/// hooks may need, then everything else.
+pub(super) fn foundation_first(
+    targets: &[Target],
+    waves: &[Vec<usize>],
+) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+    let is_foundation = |&i: &usize| {
+        let reference = &targets[i].reference;
+        matches!(
+            (reference.group(), reference.kind.as_str()),
+            ("", "Namespace") | ("apiextensions.k8s.io", "CustomResourceDefinition")
+        )
+    };
+    let part = |keep: bool| -> Vec<Vec<usize>> {
+        waves
+            .iter()
+            .map(|wave| {
+                wave.iter()
+                    .copied()
+                    .filter(|i| is_foundation(i) == keep)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|wave| !wave.is_empty())
+            .collect()
+    };
+    (part(true), part(false))
+}
+
 /// After CRDs of an earlier wave were established, their kinds become known.
 pub(super) async fn refresh_resources(
     cluster: &Cluster,
@@ -164,9 +207,8 @@ mod tests {
             "spec": {"group": "example.com", "scope": "Cluster", "names": {"kind": "Widget"}}})
     }
 
-    #[test]
-    fn wanted_objects_are_grouped_by_app_and_state_crds_found() {
-        let targets = vec![
+    fn config_map_crd_and_widget() -> Vec<Target> {
+        vec![
             target(
                 "e-a",
                 serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "n"}}),
@@ -176,7 +218,12 @@ mod tests {
                 "e-a",
                 serde_json::json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}),
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn wanted_objects_are_grouped_by_app_and_state_crds_found() {
+        let targets = config_map_crd_and_widget();
         let wanted = wanted_by_app(&targets);
         assert_eq!(wanted.keys().collect::<Vec<_>>(), ["e-a", "e-b"]);
         assert_eq!(wanted["e-a"].len(), 2);
@@ -188,6 +235,18 @@ mod tests {
         );
         assert!(defined_by_state(&targets[2].reference, &crds));
         assert!(!defined_by_state(&targets[0].reference, &crds));
+    }
+
+    #[test]
+    fn namespaces_and_crds_go_before_the_rest_each_part_in_order() {
+        let namespace =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}});
+        let mut targets = config_map_crd_and_widget();
+        targets[2] = target("e-a", namespace);
+        let waves = vec![vec![1, 2], vec![0]];
+        let (foundation, rest) = foundation_first(&targets, &waves);
+        assert_eq!(foundation, [vec![1, 2]]);
+        assert_eq!(rest, [vec![0]]);
     }
 
     #[test]

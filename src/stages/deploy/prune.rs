@@ -90,7 +90,7 @@ impl Deleter<'_> {
 
     /// Deletes a wave at once, reporting each object as it goes; the first failure ends the
     /// prune, and losing the lock leaves the wave's unsettled objects reported as not known.
-    async fn delete_wave(
+    pub async fn delete_wave(
         &self,
         discovery: &Discovery,
         wave: &[Owned],

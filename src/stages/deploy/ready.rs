@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::formats::object_ref::ObjectRef;
+
 /// An object's readiness at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -194,6 +196,24 @@ fn pod(p: &Value) -> Readiness {
         _ if condition_is(p, "Ready", "True") => Readiness::Ready,
         phase => Readiness::Waiting(format!("pod {}", phase.unwrap_or("Pending"))),
     }
+}
+
+/// A hook Pod runs to completion: done when it succeeded.
+pub fn hook_pod(p: &Value) -> Readiness {
+    if let Some(reason) = pod_failure(p) {
+        return Readiness::Failed(reason);
+    }
+    match p["status"]["phase"].as_str() {
+        Some("Succeeded") => Readiness::Ready,
+        Some("Failed") => Readiness::Failed("the hook pod failed".into()),
+        phase => Readiness::Waiting(format!("pod {}", phase.unwrap_or("Pending"))),
+    }
+}
+
+/// Whether an object deleted while it was waited for had completed: a Job is deleted only
+/// after it finished (`ttlSecondsAfterFinished`, a hook's delete policy).
+pub fn completes_when_gone(reference: &ObjectRef) -> bool {
+    reference.kind == "Job" && reference.group() == "batch"
 }
 
 fn crd(c: &Value) -> Readiness {

@@ -53,4 +53,6 @@ pub struct DeployRequest {
     pub lock_timeout: Duration,
     /// Deploy even when the state is empty or drops every app of the group.
     pub allow_empty: bool,
+    /// A rollback: changed apps run their `pre-rollback`/`post-rollback` hooks.
+    pub rollback: bool,
 }

@@ -15,8 +15,9 @@ use super::compare::{Comparison, ObjectDiff, live_object};
 use super::inventory::Inventory;
 use super::outcome::{DeployError, Op};
 use super::ready::{self, Readiness};
+use super::request::DISABLE_WAIT;
 use super::request::Group;
-use super::{desired, plan};
+use super::{desired, hooks, plan};
 use crate::adapters::retry::{Retrier, RetryNote};
 use crate::adapters::{cluster, git};
 use crate::exit;
@@ -141,8 +142,10 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
     let scratch = tempfile::tempdir().map_err(DeployError::Scratch)?;
     let unreadable = export_live_states(&request.root, env, &inventories, scratch.path());
     let desired = desired::load(scratch.path(), env).map_err(DeployError::Invalid)?;
-    let discovery = cluster::discover(&cluster, &retrier).await?;
     let state_crds = plan::crds_in_state(&desired);
+    // Hooks are not the app's objects: gone after they ran is how they should be.
+    let (desired, _hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;
+    let discovery = cluster::discover(&cluster, &retrier).await?;
     let targets = plan::targets_of(desired, &discovery);
     let commits = inventories
         .iter()
@@ -207,6 +210,13 @@ async fn health_of(client: &Client, live: Option<&Value>) -> (Health, Option<Str
     let Some(live) = live else {
         return (Health::Missing, None);
     };
+    // A deploy does not wait for it: neither does its health.
+    if live["metadata"]["annotations"][DISABLE_WAIT] == "true" {
+        return (
+            Health::Healthy,
+            Some(format!("not waited for ({DISABLE_WAIT})")),
+        );
+    }
     match ready::readiness(live) {
         Readiness::Ready => (Health::Healthy, None),
         Readiness::Failed(message) => (Health::Failed, Some(message)),

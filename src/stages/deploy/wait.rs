@@ -83,12 +83,12 @@ async fn wait_ready(
         return Ok(());
     };
     let api = cluster::api_for(client, resource, *namespaced, &target.reference);
-    let config =
-        watcher::Config::default().fields(&format!("metadata.name={}", target.reference.name));
-    let mut objects = watcher(api, config)
-        .default_backoff()
-        .applied_objects()
-        .boxed();
+    // A consistent list: an object missing from it was deleted after the apply, not yet to
+    // reach the watch cache.
+    let config = watcher::Config::default()
+        .fields(&format!("metadata.name={}", target.reference.name))
+        .list_semantic(watcher::ListSemantic::MostRecent);
+    let mut objects = watcher(api, config).default_backoff().boxed();
     let mut pods = pod_watch(client, target);
     let mut events = warning_watch(client, target);
     let mut watch = Watch::new(target, label, pods_of_any_age);
@@ -96,7 +96,7 @@ async fn wait_ready(
     loop {
         let verdict = tokio::select! {
             event = objects.try_next() => match event {
-                Ok(Some(object)) => watch.on_object(progress, &object),
+                Ok(Some(event)) => watch.on_watch_event(progress, event),
                 Ok(None) => Some(Err(WaitError::Failed(format!("{label}: the watch ended")))),
                 // The watcher re-lists and reconnects by itself (with backoff): keep waiting.
                 Err(e) => {
@@ -129,6 +129,8 @@ struct Watch<'a> {
     pods_of_any_age: bool,
     /// The last state seen, for the timeout's message.
     last: String,
+    /// The object was in the watch's latest list.
+    listed: bool,
 }
 
 type Verdict = Option<Result<(), WaitError>>;
@@ -143,6 +145,7 @@ impl<'a> Watch<'a> {
             unschedulable_since: BTreeMap::new(),
             pods_of_any_age,
             last: format!("{label}: waiting for the first status"),
+            listed: false,
         }
     }
 
@@ -150,8 +153,43 @@ impl<'a> Watch<'a> {
         Some(Err(WaitError::Failed(format!("{}: {reason}", self.label))))
     }
 
+    fn on_watch_event(
+        &mut self,
+        progress: &dyn Progress,
+        event: watcher::Event<DynamicObject>,
+    ) -> Verdict {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                self.listed = true;
+                self.on_object(progress, &object)
+            }
+            watcher::Event::Delete(_) => self.on_gone(),
+            watcher::Event::Init => {
+                self.listed = false;
+                None
+            }
+            // The list is complete: without the object in it, it is gone.
+            watcher::Event::InitDone if !self.listed => self.on_gone(),
+            watcher::Event::InitDone => None,
+        }
+    }
+
+    /// The object was deleted after it was applied: a Job only once it completed (its
+    /// `ttlSecondsAfterFinished`, or a hook's delete policy), so it counts as completed; any
+    /// other kind is waited for still (the deadline says what was last seen).
+    fn on_gone(&mut self) -> Verdict {
+        if ready::completes_when_gone(&self.target.reference) {
+            return Some(Ok(()));
+        }
+        self.last = format!("{}: deleted while waiting for it to be ready", self.label);
+        None
+    }
+
     fn on_object(&mut self, progress: &dyn Progress, object: &DynamicObject) -> Verdict {
-        match ready::readiness(&cluster::with_type(object, &self.target.reference)) {
+        match self
+            .target
+            .readiness(&cluster::with_type(object, &self.target.reference))
+        {
             Readiness::Ready => Some(Ok(())),
             Readiness::Failed(reason) => self.failed(reason),
             Readiness::Waiting(message) => {
