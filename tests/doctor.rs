@@ -110,6 +110,39 @@ fn malformed_chart_yaml_is_located() {
 }
 
 #[test]
+fn environment_settings_are_checked_and_apps_named_by_alias() {
+    let repo = example_repository();
+    std::fs::write(
+        repo.path().join("umbrella.yaml"),
+        "environments:\n  production:\n    kubeVersion: soon\n",
+    )
+    .expect("write");
+    let (code, text) = doctor(repo.path(), &[], &[]);
+    assert_eq!(code, 1, "{text}");
+    let failure = line(&text, "umbrella.yaml");
+    assert!(
+        failure.starts_with("FAIL") && failure.contains("environments.production.kubeVersion"),
+        "{failure}"
+    );
+
+    let real_world = tempfile::tempdir().expect("temp dir");
+    common::copy_tree(
+        &repo_root().join("tests/fixtures/real-world"),
+        real_world.path(),
+    );
+    git2::Repository::init(real_world.path()).expect("git init");
+    let (_, text) = doctor(real_world.path(), &[], &[]);
+    assert!(
+        line(&text, "umbrella-chart").contains("apps: ingress-nginx, redis-exporter"),
+        "{text}"
+    );
+    assert!(
+        line(&text, "umbrella.yaml").contains("production (context umbrella-test)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn outside_a_git_repository_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (code, text) = doctor(dir.path(), &[], &[]);

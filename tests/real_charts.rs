@@ -234,10 +234,10 @@ fn position(lines: &[String], wanted: &str) -> usize {
         .unwrap_or_else(|| panic!("{wanted} in {lines:#?}"))
 }
 
-/// kubectl on the group's namespace: whether it succeeded, and its output.
-fn kubectl_in(group: &Group, args: &[&str]) -> Option<String> {
+/// kubectl in `namespace`: its output, when it succeeded.
+fn kubectl_in(namespace: &str, args: &[&str]) -> Option<String> {
     let output = std::process::Command::new("kubectl")
-        .args(["--context", "umbrella-test", "-n", &group.env])
+        .args(["--context", "umbrella-test", "-n", namespace])
         .args(args)
         .output()
         .expect("kubectl");
@@ -249,13 +249,13 @@ fn kubectl_in(group: &Group, args: &[&str]) -> Option<String> {
 
 fn live_value(group: &Group, name: &str) -> Option<String> {
     kubectl_in(
-        group,
+        &group.env,
         &["get", "configmap", name, "-o", "jsonpath={.data.v}"],
     )
 }
 
 fn job_exists(group: &Group, name: &str) -> bool {
-    kubectl_in(group, &["get", "job", name]).is_some()
+    kubectl_in(&group.env, &["get", "job", name]).is_some()
 }
 
 #[test]
@@ -446,4 +446,344 @@ fn status_does_not_wait_for_what_deploy_does_not_wait_for() {
         code, 0,
         "a LoadBalancer without an address, not waited for: {out}{err}"
     );
+}
+
+/// A Job (not a hook) whose pod template carries `version`, with more annotations.
+fn plain_job(group: &Group, version: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  namespace: {ns}\n  annotations:\n    note: x\n{annotations}spec:\n  template:\n    metadata:\n      labels:\n        version: \"{version}\"\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: {image}\n",
+        ns = group.env,
+        image = common::group::image()
+    )
+}
+
+/// `diff` answers (exit 0: no --exit-code) and says each of `wanted`.
+fn diff_says(group: &Group, wanted: &[&str]) {
+    let (code, out, err) = group.run(&["diff", "app-group"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for text in wanted {
+        assert!(out.contains(text), "{text} in: {out}");
+    }
+}
+
+fn uid(group: &Group, kind: &str, name: &str) -> String {
+    kubectl_in(
+        &group.env,
+        &["get", kind, name, "-o", "jsonpath={.metadata.uid}"],
+    )
+    .expect("it exists")
+}
+
+fn op_of(report: &serde_json::Value, object: &str) -> String {
+    let lines = settled(report);
+    lines
+        .iter()
+        .find(|l| l.ends_with(object))
+        .unwrap_or_else(|| panic!("{object} in {lines:#?}"))
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn an_immutable_change_names_the_way_forward_and_the_strategies_replace() {
+    let group = Group::new("replace");
+    group.write("web", "job.yaml", &plain_job(&group, "1", ""));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let first = uid(&group, "job", "migrate");
+
+    group.write("web", "job.yaml", &plain_job(&group, "2", ""));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Job/migrate")
+            && err.contains("field is immutable")
+            && err.contains("kapp.k14s.io/update-strategy: fallback-on-replace"),
+        "{err}"
+    );
+    assert_eq!(uid(&group, "job", "migrate"), first, "nothing was applied");
+
+    let fallback = "    kapp.k14s.io/update-strategy: fallback-on-replace\n";
+    group.write("web", "job.yaml", &plain_job(&group, "2", fallback));
+    diff_says(&group, &["replace ", "deletes it and creates it again"]);
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(op_of(&report, "Job/migrate"), "replace");
+    let second = uid(&group, "job", "migrate");
+    assert_ne!(second, first, "a new Job");
+
+    // always-replace with a nonce: a Job that runs again on every deploy.
+    let always = "    kapp.k14s.io/update-strategy: always-replace\n    kapp.k14s.io/nonce: \"\"\n";
+    group.write("web", "job.yaml", &plain_job(&group, "2", always));
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(op_of(&report, "Job/migrate"), "replace");
+    let third = uid(&group, "job", "migrate");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(uid(&group, "job", "migrate"), third, "replaced again");
+    let nonce = kubectl_in(
+        &group.env,
+        &[
+            "get",
+            "job",
+            "migrate",
+            "-o",
+            "jsonpath={.metadata.annotations.kapp\\.k14s\\.io/nonce}",
+        ],
+    );
+    assert!(nonce.is_some_and(|n| !n.is_empty()), "the nonce is filled");
+}
+
+#[test]
+fn hand_edits_are_taken_back_and_a_controllers_fields_are_not() {
+    let group = Group::new("drift");
+    group.write("web", "cm.yaml", &data_config_map(&group, "web", "1", ""));
+    common::commit_all(group.repo.path(), "v1");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+
+    kubectl_in(
+        &group.env,
+        &[
+            "patch",
+            "configmap",
+            "web",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"v":"9"}}"#,
+        ],
+    )
+    .expect("kubectl patch");
+    diff_says(&group, &["deploy takes these fields back", "kubectl-patch"]);
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "a plain deploy repairs hand-made drift: {err}");
+    assert_eq!(live_value(&group, "web").as_deref(), Some("1"));
+    assert!(report.to_string().contains("drift repaired"), "{report}");
+    let (code, out, err) = group.run(&["status", "app-group"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A controller's fields are its own: refused without --force-conflicts.
+    let patch = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: {}\ndata:\n  v: \"7\"\n",
+        group.env
+    );
+    let file = group.repo.path().join("controller.yaml");
+    write_file(&file, patch);
+    let file = file.display().to_string();
+    kubectl_in(
+        &group.env,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "scaler-controller",
+            "-f",
+            &file,
+        ],
+    )
+    .expect("a controller's apply");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("scaler-controller") && err.contains("--force-conflicts"),
+        "{err}"
+    );
+    assert_eq!(live_value(&group, "web").as_deref(), Some("7"));
+    let (code, _, err) = group.deploy(&["--force-conflicts"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(live_value(&group, "web").as_deref(), Some("1"));
+}
+
+/// The real-world example of `tests/fixtures/real-world` in a repository of its own, its
+/// environment named for this run; deleted from the cluster when dropped.
+struct RealWorld {
+    repo: tempfile::TempDir,
+    env: String,
+}
+
+impl RealWorld {
+    fn new() -> Self {
+        let repo = tempfile::tempdir().expect("temp dir");
+        common::copy_tree(
+            &common::repo_root().join("tests/fixtures/real-world"),
+            repo.path(),
+        );
+        let env = common::unique("rw");
+        // Cluster-scoped names (the release's ClusterRoles and webhook, the IngressClass) are
+        // this run's own.
+        write_file(
+            repo.path().join("umbrella.yaml"),
+            format!(
+                "environments:\n  {env}:\n    context: umbrella-test\n    namespace: {env}\n    release: {env}\n    values: [umbrella-chart/values-production.yaml, umbrella-chart/values-{env}.yaml]\n"
+            ),
+        );
+        write_file(
+            repo.path()
+                .join(format!("umbrella-chart/values-{env}.yaml")),
+            format!(
+                "ingress-nginx:\n  controller:\n    ingressClassResource:\n      name: {env}\n      controllerValue: k8s.io/{env}\n"
+            ),
+        );
+        git2::Repository::init(repo.path()).expect("git init");
+        common::commit_all(repo.path(), "the real-world example");
+        RealWorld { repo, env }
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        common::umbrella(self.repo.path(), args, &[])
+    }
+
+    fn state(&self) -> std::path::PathBuf {
+        self.repo.path().join("umbrella-state").join(&self.env)
+    }
+
+    fn replicas(&self) -> Option<String> {
+        let name = format!("{}-ingress-nginx-controller", self.env);
+        kubectl_in(
+            &self.env,
+            &[
+                "get",
+                "deployment",
+                &name,
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        )
+    }
+}
+
+impl Drop for RealWorld {
+    fn drop(&mut self) {
+        let _ = self.run(&["delete", "app-group", &self.env, "--yes"]);
+    }
+}
+
+#[test]
+fn published_charts_go_through_the_whole_flow() {
+    let example = RealWorld::new();
+    let env = example.env.as_str();
+
+    let (code, out, err) = example.run(&["ci", "--env", env]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("asked of kube context umbrella-test"), "{out}");
+    let state = example.state();
+    assert!(state.join("capabilities.yaml").is_file());
+    assert!(
+        state
+            .join(
+                "ingress-nginx/poddisruptionbudget-{env}-ingress-nginx-controller.yaml"
+                    .replace("{env}", env)
+            )
+            .is_file()
+    );
+    // The chart renders its ServiceMonitor only where the cluster serves monitoring.coreos.com.
+    let exporter: Vec<String> = std::fs::read_dir(state.join("redis-exporter"))
+        .expect("the alias is the app")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !exporter.iter().any(|f| f.starts_with("servicemonitor")),
+        "{exporter:?}"
+    );
+    let (code, out, err) = example.run(&["render", "--env", env, "--check"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The admission webhook's hook Jobs (ttlSecondsAfterFinished: 0) around the controller.
+    let (code, out, err) = example.run(&["deploy", "app-group", env, "--yes", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let lines = settled(&serde_json::from_str(&out).expect("json"));
+    let create = format!("create Job/{env}-ingress-nginx-admission-create");
+    let controller = format!("create Deployment/{env}-ingress-nginx-controller");
+    let patch = format!("create Job/{env}-ingress-nginx-admission-patch");
+    assert!(
+        position(&lines, &create) < position(&lines, &controller)
+            && position(&lines, &controller) < position(&lines, &patch),
+        "{lines:#?}"
+    );
+    let (code, out, err) = example.run(&["status", "app-group", env]);
+    assert_eq!(code, 0, "status right after the deploy: {out}{err}");
+    let (code, out, err) = example.run(&["diff", "app-group", env, "--exit-code"]);
+    assert_eq!(code, 0, "diff right after the deploy: {out}{err}");
+
+    // A change, released and deployed; then rolled back.
+    write_file(
+        example
+            .repo
+            .path()
+            .join("umbrella-chart/values-production.yaml"),
+        "ingress-nginx:\n  controller:\n    replicaCount: 3\n",
+    );
+    common::commit_all(example.repo.path(), "three controllers");
+    let (code, out, err) = example.run(&["ci", "--env", env]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = example.run(&["deploy", "app-group", env, "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(example.replicas().as_deref(), Some("3"));
+    let (code, out, err) = example.run(&["rollback", env, "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(example.replicas().as_deref(), Some("2"));
+
+    let (code, out, err) = example.run(&["delete", "app-group", env, "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(example.replicas(), None, "deleted");
+}
+
+#[test]
+fn a_render_writes_nothing_outside_the_state_when_dependencies_are_built() {
+    let repo = common::chart_repository(&[]);
+    let root = repo.path();
+    let chart = root.join("umbrella-chart");
+    let subchart = |dir: &Path, name: &str| {
+        write_file(
+            dir.join("Chart.yaml"),
+            format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\n"),
+        );
+        write_file(
+            dir.join("templates/cm.yaml"),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n"),
+        );
+    };
+    // A local subchart whose version is not the one declared; then one beside the chart, which
+    // helm must build into charts/.
+    subchart(&chart.join("charts/local"), "local");
+    subchart(&root.join("libs/beside"), "beside");
+    let dependencies = "apiVersion: v2\nname: shop\nversion: 0.1.0\ndependencies:\n- name: local\n  version: 0.2.0\n";
+    write_file(chart.join("Chart.yaml"), dependencies);
+    common::commit_all(root, "a local subchart");
+    let (code, out) = render(root, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !chart.join("Chart.lock").exists(),
+        "no Chart.lock in the source tree"
+    );
+    let beside = "- name: beside\n  version: 0.1.0\n  repository: file://../libs/beside\n";
+    write_file(
+        chart.join("Chart.yaml"),
+        format!("{}{beside}", dependencies.replace("0.2.0", "0.1.0")),
+    );
+    common::commit_all(root, "and one beside");
+    let (code, out) = render(root, &[]);
+    assert_eq!(code, 0, "{out}");
+    let state = root.join("umbrella-state/production");
+    assert!(state.join("local/configmap-local.yaml").is_file(), "{out}");
+    assert!(
+        state.join("beside/configmap-beside.yaml").is_file(),
+        "{out}"
+    );
+    assert!(
+        !chart.join("Chart.lock").exists(),
+        "no Chart.lock in the source tree"
+    );
+    let archives: Vec<_> = std::fs::read_dir(chart.join("charts"))
+        .expect("charts")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(archives, ["local"], "nothing added to charts/");
+    let (code, out, err) = common::umbrella(root, &["commit", "--env", "production"], &[]);
+    assert_eq!(code, 0, "the source tree is clean: {out}{err}");
 }

@@ -109,7 +109,9 @@ fn ci_builds_renders_and_commits_the_example() {
             && message.contains("Environment: production"),
         "{message}"
     );
-    assert_eq!(message.matches("\nImage: ").count(), 2, "{message}");
+    // Every pinned image: the two built and the third-party one (#13: history shows both).
+    assert_eq!(message.matches("\nImage: ").count(), 3, "{message}");
+    assert!(message.contains("/mirror/busybox@sha256:"), "{message}");
     assert_eq!(head.parent_id(0).expect("parent").to_string(), source);
     let changed: Vec<String> = {
         let diff = repository

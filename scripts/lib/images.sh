@@ -230,11 +230,20 @@ ensure_base_images() {
       DOCKER_HOST=$host docker import -c 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null || die "docker import of $BASE_IMAGE failed"
     rm -rf "$root"
   fi
+  local image
+  for image in $MIRRORED_IMAGES; do
+    mirror_image "$host" "$image"
+  done
+}
+
+# Pushes the base image to registry A as `image` (repository:tag) unless it is there.
+mirror_image() {
+  local host=$1 image=$2
   if ! curl -sf --max-time 3 -o /dev/null -I \
     -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-    "http://$REGISTRY_A/v2/mirror/busybox/manifests/1.35"; then
-    log "seeding $THIRD_PARTY_IMAGE"
-    DOCKER_HOST=$host docker tag "$BASE_IMAGE" "$THIRD_PARTY_IMAGE" &&
-      DOCKER_HOST=$host docker push "$THIRD_PARTY_IMAGE" >/dev/null || die "docker push $THIRD_PARTY_IMAGE failed"
+    "http://$REGISTRY_A/v2/${image%:*}/manifests/${image##*:}"; then
+    log "seeding $REGISTRY_A/$image"
+    DOCKER_HOST=$host docker tag "$BASE_IMAGE" "$REGISTRY_A/$image" &&
+      DOCKER_HOST=$host docker push "$REGISTRY_A/$image" >/dev/null || die "docker push $REGISTRY_A/$image failed"
   fi
 }

@@ -33,8 +33,10 @@ use args::{
 /// Runs the parsed command; the exit code follows each command's documented contract.
 pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     let root = git::repository_root(&cli.repo).unwrap_or(cli.repo.clone());
+    // doctor reports a bad umbrella.yaml as one of its checks.
     let config = match RepositoryConfig::load(&root) {
         Ok(config) => config,
+        Err(_) if matches!(cli.command, Command::Doctor { .. }) => RepositoryConfig::default(),
         Err(error) => {
             eprintln!("umbrella: {error}");
             return Ok(code(exit::REFUSED));

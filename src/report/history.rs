@@ -6,7 +6,8 @@ use crate::adapters::git::StateCommit;
 
 use super::output::{OutputFormat, write_json};
 
-/// Writes an environment's state commits, newest first, the live one marked with `*`.
+/// Writes an environment's state commits, newest first, the live one marked with `*`, each
+/// with the pinned images (built or third-party) it changed.
 pub fn write_history(
     out: &mut impl Write,
     history: &[StateCommit],
@@ -24,7 +25,7 @@ pub fn write_history(
             .collect();
         return write_json(out, &entries);
     }
-    for commit in history {
+    for (index, commit) in history.iter().enumerate() {
         let mark = if Some(commit.sha.as_str()) == live {
             "*"
         } else {
@@ -42,7 +43,11 @@ pub fn write_history(
             &commit.sha[..12],
             commit.summary
         )?;
-        for image in &commit.images {
+        // What this release changed: the images the one before it did not have.
+        let before = history
+            .get(index + 1)
+            .map_or(&[][..], |c| c.images.as_slice());
+        for image in commit.images.iter().filter(|i| !before.contains(i)) {
             writeln!(out, "      image {image}")?;
         }
     }

@@ -32,11 +32,16 @@ const COUNT_COLUMNS: [&str; 5] = ["created", "updated", "unchanged", "deleted", 
 pub(super) fn op_column(op: Op, ok: bool) -> usize {
     match (ok, op) {
         (true, Op::Create) => 0,
-        (true, Op::Update) => 1,
+        (true, Op::Update | Op::Replace) => 1,
         (true, Op::Unchanged) => 2,
         (true, Op::Delete | Op::Orphan) => 3,
         (false, _) => 4,
     }
+}
+
+/// The width of a table's app column: 32, or the longest name, so columns stay aligned.
+pub(super) fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(|n| n.chars().count()).max().unwrap_or(0).max(32)
 }
 
 /// A table of objects per app and column (see [`COUNT_COLUMNS`]), with a total row.
@@ -54,10 +59,11 @@ pub(super) fn write_counts<'a>(
             *t += r;
         }
     }
+    let width = name_width(rows.keys().copied());
     let line = |out: &mut dyn Write, name: &str, cells: [String; 5]| {
         writeln!(
             out,
-            "{name:<32} {:>8} {:>8} {:>10} {:>8} {:>7}",
+            "{name:<width$} {:>8} {:>8} {:>10} {:>8} {:>7}",
             cells[0], cells[1], cells[2], cells[3], cells[4]
         )
     };
@@ -132,4 +138,22 @@ pub(super) fn write_unified(out: &mut impl Write, diff: &str, color: bool) -> st
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_app_names_keep_the_columns_aligned() {
+        let long = "production-a-very-long-application-name-indeed";
+        let mut out = Vec::new();
+        write_counts(&mut out, [(long, 0), ("short", 1)].into_iter()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let header = text.lines().next().unwrap();
+        assert!(header.starts_with(&format!("app{}", " ".repeat(long.len() - 3 + 1))));
+        for line in text.lines() {
+            assert_eq!(line.len(), header.len(), "{text}");
+        }
+    }
 }

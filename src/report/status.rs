@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::stages::deploy::status::{Health, StatusReport};
 
-use super::output::{OutputFormat, write_json, write_unified};
+use super::output::{OutputFormat, name_width, write_json, write_unified};
 
 /// Writes per app its live commit, sync and health, then every object that is drifted or not
 /// healthy, with why.
@@ -20,25 +20,26 @@ pub fn write_status(
     if report.apps.is_empty() {
         return writeln!(out, "no app of {} is deployed", report.env);
     }
-    writeln!(out, "{:<32} {:<12} {:<9} health", "app", "commit", "sync")?;
+    let width = name_width(report.apps.iter().map(|a| a.app.as_str()));
+    writeln!(
+        out,
+        "{:<width$} {:<12} {:<9} health",
+        "app", "commit", "sync"
+    )?;
     for app in &report.apps {
         let sync = match app.in_sync {
             Some(true) => "in sync",
             Some(false) => "DRIFTED",
             None => "unknown",
         };
-        let unhealthy = app
-            .objects
-            .iter()
-            .filter(|o| o.health != Health::Healthy)
-            .count();
+        let unhealthy = app.objects.iter().filter(|o| !o.healthy()).count();
         let health = if unhealthy == 0 {
             format!("healthy ({} objects)", app.objects.len())
         } else {
             format!("UNHEALTHY ({unhealthy} of {} objects)", app.objects.len())
         };
         let commit = app.commit.get(..12).unwrap_or(&app.commit);
-        writeln!(out, "{:<32} {commit:<12} {sync:<9} {health}", app.app)?;
+        writeln!(out, "{:<width$} {commit:<12} {sync:<9} {health}", app.app)?;
     }
     for app in &report.apps {
         if let Some(note) = &app.note {
@@ -50,7 +51,10 @@ pub fn write_status(
             .filter(|o| o.drifted || o.health != Health::Healthy)
         {
             let message = object.error.as_deref().or(object.message.as_deref());
-            let health = format!("{:?}", object.health).to_lowercase();
+            let mut health = format!("{:?}", object.health).to_lowercase();
+            if !object.waited {
+                health.push_str(" (not waited for: kapp.k14s.io/disable-wait)");
+            }
             let drift = if object.drifted { ", drifted" } else { "" };
             let message = message.map_or(String::new(), |m| format!(": {m}"));
             writeln!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::adapters::git::{self, GitError};
 use crate::exit::{self, ExitStatus};
-use crate::formats::images_lock::{ImagesLock, Origin};
+use crate::formats::images_lock::ImagesLock;
 use crate::formats::layout;
 
 /// What `commit` needs to know.
@@ -75,7 +75,7 @@ pub fn commit_state(request: &CommitRequest) -> Result<CommitOutcome, CommitErro
             )));
         }
     }
-    let message = message(&request.env, &head.sha, &built_images(root, &request.env));
+    let message = message(&request.env, &head.sha, &pinned_images(root, &request.env));
     Ok(
         match git::commit_paths(root, &prefix, &message, request.author.as_deref())? {
             Some(id) => CommitOutcome::Committed { id, message },
@@ -84,25 +84,22 @@ pub fn commit_state(request: &CommitRequest) -> Result<CommitOutcome, CommitErro
     )
 }
 
-fn message(env: &str, source: &str, built_images: &[String]) -> String {
+fn message(env: &str, source: &str, images: &[String]) -> String {
     let mut message = format!(
         "umbrella: render {env} at {}\n\nSource-Commit: {source}\nEnvironment: {env}\n",
         &source[..12.min(source.len())]
     );
-    for image in built_images {
+    for image in images {
         message.push_str(&format!("Image: {image}\n"));
     }
     message
 }
 
-/// The images of the environment's lock that were built here (their origin is a local path).
-fn built_images(root: &Path, env: &str) -> Vec<String> {
+/// Every image of the environment's lock, built here or third-party, as pinned: `history`
+/// shows what each release changed.
+fn pinned_images(root: &Path, env: &str) -> Vec<String> {
     let lock = ImagesLock::read(&layout::env_lock(root, env)).unwrap_or_default();
-    lock.images()
-        .iter()
-        .filter(|i| i.origins.iter().any(|o| matches!(o, Origin::Local { .. })))
-        .map(|i| i.new_image.clone())
-        .collect()
+    lock.images().iter().map(|i| i.new_image.clone()).collect()
 }
 
 #[cfg(test)]

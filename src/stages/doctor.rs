@@ -13,7 +13,8 @@ use crate::adapters::docker::Engine;
 use crate::adapters::registry::{Registry, RegistryError};
 use crate::adapters::{git, helm};
 use crate::formats::chart::UmbrellaChart;
-use crate::formats::layout::{CHART_DIR, SOURCES_FILE};
+use crate::formats::environments::RepositoryConfig;
+use crate::formats::layout::{CHART_DIR, CONFIG_FILE, SOURCES_FILE};
 use crate::formats::sources::KbldConfig;
 
 /// No single dependency may hold the whole report up.
@@ -79,6 +80,7 @@ pub async fn run(options: &DoctorOptions) -> Vec<Check> {
     let (sources_check, config) = check_sources(&root);
     checks.push(sources_check);
     checks.push(check_chart(&root));
+    checks.push(check_environments(&root));
     let registries = config
         .map(|c| c.destination_registries())
         .unwrap_or_default();
@@ -142,6 +144,35 @@ fn check_sources(root: &Path) -> (Check, Option<KbldConfig>) {
     }
 }
 
+/// `umbrella.yaml`: every field checked, as render and deploy read it.
+fn check_environments(root: &Path) -> Check {
+    match RepositoryConfig::load(root) {
+        Ok(config) if config.environments.is_empty() => Check::ok(
+            CONFIG_FILE,
+            "no environment settings: every environment renders with the defaults",
+        ),
+        Ok(config) => {
+            let environments: Vec<String> = config
+                .environments
+                .iter()
+                .map(|(name, env)| match &env.context {
+                    Some(context) => format!("{name} (context {context})"),
+                    None => name.clone(),
+                })
+                .collect();
+            Check::ok(
+                CONFIG_FILE,
+                format!("environments: {}", environments.join(", ")),
+            )
+        }
+        Err(e) => Check::fail(
+            CONFIG_FILE,
+            e.to_string(),
+            "fix the field named (see the README's render section for the format)",
+        ),
+    }
+}
+
 fn check_chart(root: &Path) -> Check {
     match UmbrellaChart::load(&root.join(CHART_DIR)) {
         Ok(chart) => {
@@ -149,7 +180,7 @@ fn check_chart(root: &Path) -> Check {
                 .metadata
                 .dependencies
                 .iter()
-                .map(|d| d.name.as_str())
+                .map(|d| d.alias.as_deref().unwrap_or(&d.name))
                 .collect();
             Check::ok(
                 CHART_DIR,

@@ -10,12 +10,15 @@ use kube::api::{Api, DynamicObject, Patch};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
+use super::change::comparable;
 use super::inventory::{APP_LABEL, GROUP_LABEL, foreign_owner};
 use super::lease::Fence;
 use super::outcome::{DeployError, Op};
 use super::plan::{StateCrds, Target, defined_by_state, label_of};
+use super::prune;
 use super::ready::Readiness;
 use super::request::{COMMIT_ANNOTATION, DeployRequest, MANAGED_BY};
+use super::strategy::{self, UpdateStrategy};
 use crate::adapters::cluster::{self, ClusterError};
 use crate::adapters::retry::Retrier;
 use crate::formats::secrets;
@@ -25,6 +28,7 @@ use crate::progress::Progress;
 /// added.
 pub(super) fn prepared(target: &Target, env: &str, commit: Option<&String>) -> Value {
     let mut value = target.desired.value.clone();
+    strategy::with_nonce(&mut value, deploy_nonce());
     if let Some(metadata) = value["metadata"].as_object_mut() {
         let labels = metadata
             .entry("labels")
@@ -44,6 +48,15 @@ pub(super) fn prepared(target: &Target, env: &str, commit: Option<&String>) -> V
         }
     }
     value
+}
+
+/// This deploy's value of `kapp.k14s.io/nonce`: the same for all its objects, new each run.
+fn deploy_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(0, |d| d.as_nanos()).to_string()
+    })
 }
 
 /// The objects whose kind neither the cluster nor a CRD of the state defines.
@@ -105,26 +118,7 @@ impl Applier<'_> {
             .buffer_unordered(request.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
-        let mut problems = Vec::new();
-        for (index, check) in checks {
-            let place = format!(
-                "{}: {}",
-                targets[index].desired.file.display(),
-                targets[index].reference
-            );
-            match check {
-                Ok(found) => {
-                    targets[index].live_version = found.version;
-                    targets[index].template_kept = found.template_kept;
-                }
-                Err(CheckError::Invalid(problem)) => problems.push(format!("{place}: {problem}")),
-                Err(CheckError::Cluster(problem)) => {
-                    return Err(DeployError::Preflight(format!(
-                        "{place}: {problem}; nothing was applied"
-                    )));
-                }
-            }
-        }
+        let mut problems = record_checks(targets, checks)?;
         problems.sort();
         if problems.is_empty() {
             Ok(())
@@ -167,31 +161,89 @@ impl Applier<'_> {
         let what = format!("reading {}", target.reference);
         let read = cluster::call(self.retrier, &what, || api.get_opt(&target.reference.name));
         let live = read.await.map_err(|e| CheckError::of(&e, secret))?;
-        let env = &request.group.env;
-        if let Some(live) = &live
-            && let Some(owner) = foreign_owner(live.labels(), &target.desired.app, env)
-            && !request.adopt
-        {
-            return Err(CheckError::Invalid(format!(
+        self.check_owner(target, live.as_ref())?;
+        let strategy = UpdateStrategy::of(secret).map_err(CheckError::Invalid)?;
+        let version = live.as_ref().and_then(|l| l.resource_version());
+        let replaced = Found {
+            version: version.clone(),
+            replace: true,
+            ..Found::default()
+        };
+        if live.is_some() && strategy == UpdateStrategy::AlwaysReplace {
+            return Ok(replaced);
+        }
+        let (answer, take_back) = match self.dry_run(&api, target, request.force_conflicts).await {
+            Ok(answer) => (answer, None),
+            Err(kube::Error::Api(e)) if e.code == 409 && !request.force_conflicts => {
+                let note = strategy::repair(&e.message)
+                    .map_err(|_| CheckError::of(&kube::Error::Api(e), secret))?;
+                let answer = self.dry_run(&api, target, true).await;
+                (answer.map_err(|e| CheckError::of(&e, secret))?, Some(note))
+            }
+            Err(kube::Error::Api(e))
+                if live.is_some() && strategy::is_immutable_change(&e.message) =>
+            {
+                return match strategy {
+                    UpdateStrategy::FallbackOnReplace => Ok(replaced),
+                    _ => Err(CheckError::Invalid(strategy::immutable_advice(
+                        &secrets::scrub(&e.message, secret),
+                    ))),
+                };
+            }
+            Err(e) => return Err(CheckError::of(&e, secret)),
+        };
+        Ok(Found {
+            take_back,
+            ..Found::of(target, live.as_ref(), &answer)
+        })
+    }
+
+    /// No other app of the group owns the live object, unless `--adopt`.
+    fn check_owner(&self, target: &Target, live: Option<&DynamicObject>) -> Result<(), CheckError> {
+        let env = &self.request.group.env;
+        match live.and_then(|live| foreign_owner(live.labels(), &target.desired.app, env)) {
+            Some(owner) if !self.request.adopt => Err(CheckError::Invalid(format!(
                 "owned by app {owner}; pass --adopt to move it to {}",
                 target.desired.app
-            )));
+            ))),
+            _ => Ok(()),
         }
-        let params = cluster::apply_params(request.force_conflicts).dry_run();
-        let object = prepared(target, env, request.source.commits.get(&target.desired.app));
+    }
+
+    /// A server-side dry run of the object's apply.
+    async fn dry_run(
+        &self,
+        api: &Api<DynamicObject>,
+        target: &Target,
+        force: bool,
+    ) -> Result<DynamicObject, kube::Error> {
+        let request = self.request;
+        let params = cluster::apply_params(force).dry_run();
+        let commit = request.source.commits.get(&target.desired.app);
+        let object = prepared(target, &request.group.env, commit);
         let patch = Patch::Apply(&object);
         let what = format!("dry run of {}", target.reference);
-        let dry_run = cluster::call(self.retrier, &what, || {
+        cluster::call(self.retrier, &what, || {
             api.patch(&target.reference.name, &params, &patch)
-        });
-        let answer = dry_run.await.map_err(|e| CheckError::of(&e, secret))?;
-        let template = |o: &DynamicObject| o.data["spec"]["template"].clone();
-        Ok(Found {
-            template_kept: live.as_ref().is_some_and(|live| {
-                template(live).is_object() && template(live) == template(&answer)
-            }),
-            version: live.and_then(|l| l.resource_version()),
         })
+        .await
+    }
+}
+
+impl Found {
+    /// What the live object and the dry run's answer say of an update.
+    fn of(target: &Target, live: Option<&DynamicObject>, answer: &DynamicObject) -> Self {
+        let template = |o: &DynamicObject| o.data["spec"]["template"].clone();
+        let content = |o: &DynamicObject| comparable(&cluster::with_type(o, &target.reference));
+        Found {
+            template_kept: live.is_some_and(|live| {
+                template(live).is_object() && template(live) == template(answer)
+            }),
+            content_kept: live.is_some_and(|live| content(live) == content(answer)),
+            version: live.and_then(|l| l.resource_version()),
+            replace: false,
+            take_back: None,
+        }
     }
 }
 
@@ -202,6 +254,41 @@ struct Found {
     version: Option<String>,
     /// It has a pod template, which the deploy leaves as it is.
     template_kept: bool,
+    /// It exists and only umbrella's bookkeeping (the state commit) changes.
+    content_kept: bool,
+    /// It is deleted and created again.
+    replace: bool,
+    /// Fields set by hand the apply takes back: why.
+    take_back: Option<String>,
+}
+
+/// Puts what the checks found on their targets; returns the input's problems, each naming
+/// the file and object. A cluster's failure ends the preflight.
+fn record_checks(
+    targets: &mut [Target],
+    checks: Vec<(usize, Result<Found, CheckError>)>,
+) -> Result<Vec<String>, DeployError> {
+    let mut problems = Vec::new();
+    for (index, check) in checks {
+        let target = &mut targets[index];
+        let place = format!("{}: {}", target.desired.file.display(), target.reference);
+        match check {
+            Ok(found) => {
+                target.live_version = found.version;
+                target.template_kept = found.template_kept;
+                target.content_kept = found.content_kept;
+                target.replace = found.replace;
+                target.take_back = found.take_back;
+            }
+            Err(CheckError::Invalid(problem)) => problems.push(format!("{place}: {problem}")),
+            Err(CheckError::Cluster(problem)) => {
+                return Err(DeployError::Preflight(format!(
+                    "{place}: {problem}; nothing was applied"
+                )));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 /// The namespaced objects whose namespace neither exists nor is created by the state.
@@ -312,7 +399,11 @@ impl<'a> Applier<'a> {
             )
         })?;
         let api = cluster::api_for(self.client, resource, *namespaced, &target.reference);
-        let params = cluster::apply_params(request.force_conflicts);
+        if target.replace {
+            prune::delete_until_gone(&api, &target.reference, self.retrier, fence).await?;
+        }
+        let force = request.force_conflicts || target.take_back.is_some();
+        let params = cluster::apply_params(force);
         let commit = request.source.commits.get(&target.desired.app);
         let object = prepared(target, &request.group.env, commit);
         let patch = Patch::Apply(&object);
@@ -329,7 +420,11 @@ impl<'a> Applier<'a> {
         let ready =
             target.readiness(&cluster::with_type(&applied, &target.reference)) == Readiness::Ready;
         let op = match &target.live_version {
+            _ if target.replace => Op::Replace,
             None => Op::Create,
+            // A new state commit rewrites the annotation of every object of the app: what
+            // counts is whether the content changed, as `diff` shows it.
+            Some(_) if target.content_kept => Op::Unchanged,
             Some(version) if applied.resource_version().as_ref() == Some(version) => Op::Unchanged,
             Some(_) => Op::Update,
         };

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::outcome::Op;
 use super::request::COMMIT_ANNOTATION;
+use super::strategy::NONCE;
 use crate::formats::manifest;
 use crate::formats::secrets::mask_secret_data;
 
@@ -19,10 +20,11 @@ const SERVER_METADATA: &[&str] = &[
     "selfLink",
 ];
 
-/// Annotations that are not content: umbrella's record of the state commit, and kubectl's
-/// client-side apply copy (which holds a Secret's data in plain text).
+/// Annotations that are not content: umbrella's record of the state commit, kapp's nonce (new
+/// on every deploy), and kubectl's client-side apply copy (which holds a Secret's data in plain text).
 const BOOKKEEPING_ANNOTATIONS: &[&str] = &[
     COMMIT_ANNOTATION,
+    NONCE,
     "kubectl.kubernetes.io/last-applied-configuration",
 ];
 

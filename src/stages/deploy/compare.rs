@@ -15,6 +15,7 @@ use super::apply::{describe_apply_error, prepared};
 use super::inventory::foreign_owner;
 use super::outcome::Op;
 use super::plan::{StateCrds, Target, defined_by_state};
+use super::strategy::{self, UpdateStrategy};
 use crate::adapters::cluster;
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
@@ -101,23 +102,8 @@ impl Comparison<'_> {
             report.error = Some(error);
             return (report, live);
         }
-        let after = match dry_run {
-            Ok((after, note)) => {
-                report.note = note;
-                // A create shows the object as umbrella sends it: server defaults stay out.
-                if live.is_some() { after } else { object }
-            }
-            // Its namespace does not exist yet: the deploy creates it first.
-            Err(kube::Error::Api(e)) if e.code == 404 && live.is_none() => object,
-            Err(e) => {
-                report.error = Some(describe_apply_error(&e, &target.desired.value));
-                return (report, live);
-            }
-        };
-        let change = super::change::change(&label, live.as_ref(), &after);
-        report.op = change.op;
-        report.diff = change.diff;
-        (report, live)
+        let outcome = compared(target, &label, live.as_ref(), object, dry_run);
+        (outcome.unwrap_or_else(|e| e.into_report(report)), live)
     }
 
     /// The live object and the dry run's answer, both of the same version of the object: a
@@ -199,15 +185,95 @@ impl Comparison<'_> {
         };
         match apply(self.force_conflicts).await {
             Err(kube::Error::Api(e)) if e.code == 409 && !self.force_conflicts => {
-                let note = format!(
-                    "{}; deploy needs --force-conflicts to take these fields back",
-                    secrets::scrub(&e.message, &target.desired.value)
-                );
+                let message = secrets::scrub(&e.message, &target.desired.value);
+                let note = match strategy::repair(&e.message) {
+                    Ok(repaired) => {
+                        format!("{message}; deploy takes these fields back ({repaired})")
+                    }
+                    Err(others) if !others.is_empty() => format!(
+                        "{message}; deploy needs --force-conflicts to take these fields from {}",
+                        others.join(", ")
+                    ),
+                    Err(_) => {
+                        format!(
+                            "{message}; deploy needs --force-conflicts to take these fields back"
+                        )
+                    }
+                };
                 Ok((apply(true).await?, Some(note)))
             }
             other => other.map(|after| (after, None)),
         }
     }
+}
+
+/// What a deploy does with an object, from the live object and the dry run's answer.
+struct Compared {
+    op: Op,
+    diff: String,
+    note: Option<String>,
+}
+
+/// Why an object cannot be compared as deploy would apply it.
+struct NotCompared(String);
+
+impl NotCompared {
+    fn into_report(self, mut report: ObjectDiff) -> ObjectDiff {
+        report.error = Some(self.0);
+        report
+    }
+}
+
+/// The change deploy makes, by the object's update strategy: replaced (always, or on an
+/// immutable field with fallback-on-replace), created, or updated as the dry run answered.
+fn compared(
+    target: &Target,
+    label: &str,
+    live: Option<&Value>,
+    object: Value,
+    dry_run: Result<(Value, Option<String>), kube::Error>,
+) -> Result<ObjectDiff, NotCompared> {
+    let strategy = UpdateStrategy::of(&target.desired.value).map_err(NotCompared)?;
+    let changed = |after: &Value, note: Option<String>| {
+        let change = super::change::change(label, live, after);
+        Compared {
+            op: change.op,
+            diff: change.diff,
+            note,
+        }
+    };
+    let replacement = |object: &Value| Compared {
+        op: Op::Replace,
+        note: Some(format!(
+            "deploy deletes it and creates it again ({})",
+            strategy::UPDATE_STRATEGY
+        )),
+        ..changed(object, None)
+    };
+    let compared = match dry_run {
+        _ if live.is_some() && strategy == UpdateStrategy::AlwaysReplace => replacement(&object),
+        // A create shows the object as umbrella sends it: server defaults stay out.
+        Ok((after, note)) => changed(if live.is_some() { &after } else { &object }, note),
+        // Its namespace does not exist yet: the deploy creates it first.
+        Err(kube::Error::Api(e)) if e.code == 404 && live.is_none() => changed(&object, None),
+        Err(e) => {
+            let message = describe_apply_error(&e, &target.desired.value);
+            let immutable = live.is_some() && strategy::is_immutable_change(&message);
+            match strategy {
+                UpdateStrategy::FallbackOnReplace if immutable => replacement(&object),
+                _ if immutable => return Err(NotCompared(strategy::immutable_advice(&message))),
+                _ => return Err(NotCompared(message)),
+            }
+        }
+    };
+    Ok(ObjectDiff {
+        app: target.desired.app.clone(),
+        object: label.to_string(),
+        op: compared.op,
+        diff: compared.diff,
+        note: compared.note,
+        error: None,
+    })
 }
 
 /// The live object, `None` when it (or its kind) is gone.

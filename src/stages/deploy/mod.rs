@@ -26,6 +26,7 @@ mod removal;
 mod request;
 pub mod source;
 pub mod status;
+mod strategy;
 mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -253,13 +254,17 @@ impl Run<'_> {
                 }
             }
             let target = &targets[index];
-            let entry = ObjectReport::new(
+            let failed = result.is_err();
+            let mut entry = ObjectReport::new(
                 &target.desired.app,
                 &target.reference,
                 op,
                 result.err(),
                 duration_ms,
             );
+            if !failed && let Some(note) = &target.take_back {
+                entry.message = Some(note.clone());
+            }
             report.objects.push(entry);
         }
         match failure {

@@ -15,6 +15,8 @@ use crate::formats::object_ref::ObjectRef;
 pub enum Op {
     Create,
     Update,
+    /// Deleted and created again: a field that cannot change did (kapp's update strategies).
+    Replace,
     Unchanged,
     Delete,
     /// Let go (kapp's `delete-strategy: orphan`): left in the cluster, no longer managed.

@@ -26,6 +26,12 @@ pub(super) struct Target {
     /// The deploy leaves the live pod template as it is: the workload's existing pods are its
     /// current ones, however old (their failures count).
     pub template_kept: bool,
+    /// The live object's content is what the state has: only umbrella's bookkeeping changes.
+    pub content_kept: bool,
+    /// The live object is deleted and created again (kapp's update strategies).
+    pub replace: bool,
+    /// Fields set by hand that the apply takes back: the report's note.
+    pub take_back: Option<String>,
 }
 
 /// The kinds the state's CRDs define: (group, kind) -> namespaced.
@@ -41,6 +47,9 @@ pub(super) fn targets_of(desired: Vec<Desired>, discovery: &Discovery) -> Vec<Ta
             desired: d,
             live_version: None,
             template_kept: false,
+            content_kept: false,
+            replace: false,
+            take_back: None,
         })
         .collect()
 }
@@ -198,6 +207,9 @@ mod tests {
             resource: None,
             live_version: None,
             template_kept: false,
+            content_kept: false,
+            replace: false,
+            take_back: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt};
 use kube::Client;
-use kube::api::DeleteParams;
+use kube::api::{Api, DeleteParams, DynamicObject};
 use kube::discovery::Discovery;
 use kube::runtime::{WatchStreamExt, watcher};
 
@@ -151,33 +151,44 @@ impl Deleter<'_> {
             return Ok(());
         };
         let api = cluster::api_for(self.client, &resource, namespaced, reference);
-        self.limits.fence.check().map_err(|e| e.to_string())?;
-        let what = format!("deleting {reference}");
-        let params = DeleteParams::background();
-        let deleted = cluster::call(self.retrier, &what, || api.delete(&reference.name, &params));
-        match deleted.await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        let gone = delete_until_gone(&api, reference, self.retrier, &self.limits.fence);
+        tokio::time::timeout_at(self.limits.deadline, gone)
+            .await
+            .map_err(|_| "still there at the wait timeout".to_string())?
+    }
+}
+
+/// Deletes the object and waits until it is gone (the caller bounds the wait).
+pub(super) async fn delete_until_gone(
+    api: &Api<DynamicObject>,
+    reference: &ObjectRef,
+    retrier: &Retrier,
+    fence: &Fence,
+) -> Result<(), String> {
+    fence.check().map_err(|e| e.to_string())?;
+    let what = format!("deleting {reference}");
+    let params = DeleteParams::background();
+    let deleted = cluster::call(retrier, &what, || api.delete(&reference.name, &params));
+    match deleted.await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let config = watcher::Config::default()
+        .fields(&format!("metadata.name={}", reference.name))
+        .list_semantic(watcher::ListSemantic::MostRecent);
+    let mut events = watcher(api.clone(), config).default_backoff().boxed();
+    let mut listed = false;
+    loop {
+        match events.try_next().await {
+            Ok(Some(watcher::Event::Delete(_))) => return Ok(()),
+            Ok(Some(watcher::Event::InitApply(_))) => listed = true,
+            // The initial list is over: without the object in it, it is gone already.
+            Ok(Some(watcher::Event::InitDone)) if !listed => return Ok(()),
+            Ok(Some(watcher::Event::Init)) => listed = false,
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(()),
             Err(e) => return Err(e.to_string()),
-        }
-        let config =
-            watcher::Config::default().fields(&format!("metadata.name={}", reference.name));
-        let mut events = watcher(api, config).default_backoff().boxed();
-        let mut listed = false;
-        loop {
-            tokio::select! {
-                event = events.try_next() => match event {
-                    Ok(Some(watcher::Event::Delete(_))) => return Ok(()),
-                    Ok(Some(watcher::Event::InitApply(_))) => listed = true,
-                    // The initial list is over: without the object in it, it is gone already.
-                    Ok(Some(watcher::Event::InitDone)) if !listed => return Ok(()),
-                    Ok(Some(watcher::Event::Init)) => listed = false,
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Ok(()),
-                    Err(e) => return Err(e.to_string()),
-                },
-                _ = tokio::time::sleep_until(self.limits.deadline) => return Err("still there at the wait timeout".into()),
-            }
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct ObjectStatus {
     pub message: Option<String>,
     /// The object differs from the live commit's state.
     pub drifted: bool,
+    /// Deploy waits for it to be ready (it has no `kapp.k14s.io/disable-wait: "true"`).
+    #[serde(skip_serializing_if = "is_true")]
+    pub waited: bool,
     /// Why the object could not be read or compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -92,8 +95,25 @@ pub struct AppStatus {
 impl AppStatus {
     /// Every object of the app is healthy.
     pub fn healthy(&self) -> bool {
-        self.objects.iter().all(|o| o.health == Health::Healthy)
+        self.objects.iter().all(ObjectStatus::healthy)
     }
+}
+
+impl ObjectStatus {
+    /// Healthy by deploy's rules: ready, or still progressing where deploy does not wait
+    /// (a failure counts either way).
+    pub fn healthy(&self) -> bool {
+        self.health == Health::Healthy || (self.health == Health::Progressing && !self.waited)
+    }
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+/// Whether deploy waits for the object (absent: it would, once created).
+fn waited(live: Option<&Value>) -> bool {
+    live.is_none_or(|l| l["metadata"]["annotations"][DISABLE_WAIT] != "true")
 }
 
 /// What `status app-group` found, app by app.
@@ -185,7 +205,16 @@ fn export_live_states(
     scratch: &Path,
 ) -> BTreeMap<String, String> {
     let mut unreadable = BTreeMap::new();
+    let ours = git::repository_id(root);
     for (app, inventory) in inventories {
+        if inventory.repository.differs_from(&ours) {
+            let why = format!(
+                "deployed from another repository ({}): its commits are not in this one",
+                inventory.repository
+            );
+            unreadable.insert(app.clone(), why);
+            continue;
+        }
         let Some(id) = AppId::from_name(env, app) else {
             unreadable.insert(app.clone(), format!("not an app of {env}"));
             continue;
@@ -210,13 +239,6 @@ async fn health_of(client: &Client, live: Option<&Value>) -> (Health, Option<Str
     let Some(live) = live else {
         return (Health::Missing, None);
     };
-    // A deploy does not wait for it: neither does its health.
-    if live["metadata"]["annotations"][DISABLE_WAIT] == "true" {
-        return (
-            Health::Healthy,
-            Some(format!("not waited for ({DISABLE_WAIT})")),
-        );
-    }
     match ready::readiness(live) {
         Readiness::Ready => (Health::Healthy, None),
         Readiness::Failed(message) => (Health::Failed, Some(message)),
@@ -269,6 +291,7 @@ async fn compared_app(
             health,
             message,
             drifted: diff.error.is_none() && diff.op != Op::Unchanged,
+            waited: waited(live.as_ref()),
             error: diff.error.clone(),
             diff: diff.diff.clone(),
         });
@@ -308,15 +331,21 @@ async fn unverified_app(
 ) -> AppStatus {
     let mut objects = Vec::new();
     for reference in &inventory.objects {
-        let ((health, message), error) = match live_object(client, discovery, reference).await {
-            Ok(live) => (health_of(client, live.as_ref()).await, None),
-            Err(e) => ((Health::Unknown, None), Some(e)),
-        };
+        let ((health, message), error, waited) =
+            match live_object(client, discovery, reference).await {
+                Ok(live) => (
+                    health_of(client, live.as_ref()).await,
+                    None,
+                    waited(live.as_ref()),
+                ),
+                Err(e) => ((Health::Unknown, None), Some(e), true),
+            };
         objects.push(ObjectStatus {
             object: reference.to_string(),
             health,
             message,
             drifted: false,
+            waited,
             error,
             diff: String::new(),
         });

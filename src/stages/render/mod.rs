@@ -3,6 +3,7 @@
 //! directory (`umbrella-state/<env>/<app>/<kind>-<name>.yaml` and `images.lock.yaml`).
 
 pub mod capabilities;
+mod dependencies;
 pub mod images;
 pub mod pin;
 pub mod split;
@@ -174,10 +175,7 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     )
     .await?;
     let helm_started = std::time::Instant::now();
-    ensure_dependencies(&chart).await?;
-    let output = helm_template(&settings, &seen.for_render, &chart)
-        .await
-        .map_err(RenderError::Template)?;
+    let output = template(&settings, &seen.for_render, &chart).await?;
     let helm_ms = helm_started.elapsed().as_millis();
     let mut objects = split::split(&output, &chart.metadata.name)?;
     check_apps(&objects, &request.env)?;
@@ -221,6 +219,19 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     })
 }
 
+/// `helm template` of the chart, its dependencies built first where they are missing.
+async fn template(
+    settings: &Settings,
+    capabilities: &capabilities::ForRender,
+    chart: &UmbrellaChart,
+) -> Result<String, RenderError> {
+    let copy = dependencies::ensure(chart).await?;
+    let dir = copy.as_ref().map_or(&chart.dir, |c| &c.dir);
+    helm_template(settings, capabilities, dir)
+        .await
+        .map_err(RenderError::Template)
+}
+
 /// `sources.yaml`, whose search rules and overrides apply to every image; none is no rules.
 fn kbld_config(root: &Path) -> Result<KbldConfig, YamlError> {
     let sources = root.join(layout::SOURCES_FILE);
@@ -229,62 +240,6 @@ fn kbld_config(root: &Path) -> Result<KbldConfig, YamlError> {
     } else {
         Ok(KbldConfig::default())
     }
-}
-
-/// `helm dependency build` when a dependency is missing from `charts/` or differs from
-/// `Chart.lock`; nothing when everything is in place (a render must not need the network).
-async fn ensure_dependencies(chart: &UmbrellaChart) -> Result<(), HelmError> {
-    let locked = chart_lock_versions(&chart.dir);
-    let missing = chart.metadata.dependencies.iter().any(|dep| {
-        let version = locked
-            .get(&dep.name)
-            .cloned()
-            .or_else(|| dep.version.clone())
-            .unwrap_or_default();
-        let archive = chart
-            .dir
-            .join("charts")
-            .join(format!("{}-{version}.tgz", dep.name));
-        let unpacked = chart.dir.join("charts").join(&dep.name).join("Chart.yaml");
-        !archive.is_file() && !unpacked_version_is(&unpacked, &version)
-    });
-    if missing {
-        let dir = chart.dir.display().to_string();
-        helm::run(&["dependency", "build", &dir]).await?;
-    }
-    Ok(())
-}
-
-fn chart_lock_versions(dir: &Path) -> BTreeMap<String, String> {
-    #[derive(serde::Deserialize)]
-    struct Lock {
-        #[serde(default)]
-        dependencies: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        name: String,
-        version: String,
-    }
-    crate::formats::yaml::read_single::<Lock>(&dir.join("Chart.lock"))
-        .map(|lock| {
-            lock.dependencies
-                .into_iter()
-                .map(|e| (e.name, e.version))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// An unpacked subchart satisfies an exact version only by having it; a range (`^1.2`, `~1`,
-/// `>=1`) without a Chart.lock to pin it is satisfied by whatever is unpacked.
-fn unpacked_version_is(chart_yaml: &Path, version: &str) -> bool {
-    let exact = !version.is_empty()
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c));
-    crate::formats::yaml::read_single::<crate::formats::chart::ChartMetadata>(chart_yaml)
-        .is_ok_and(|c| !exact || c.version == version)
 }
 
 /// The settings of this render: the flags over `umbrella.yaml`'s environment over the defaults.
@@ -346,12 +301,12 @@ fn first(
 async fn helm_template(
     settings: &Settings,
     capabilities: &capabilities::ForRender,
-    chart: &UmbrellaChart,
+    chart_dir: &Path,
 ) -> Result<String, HelmError> {
     let mut args = vec![
         "template".to_string(),
         settings.release.clone(),
-        chart.dir.display().to_string(),
+        chart_dir.display().to_string(),
         "--namespace".into(),
         settings.namespace.clone(),
         "--include-crds".into(),
