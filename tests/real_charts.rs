@@ -787,3 +787,45 @@ fn a_render_writes_nothing_outside_the_state_when_dependencies_are_built() {
     let (code, out, err) = common::umbrella(root, &["commit", "--env", "production"], &[]);
     assert_eq!(code, 0, "the source tree is clean: {out}{err}");
 }
+
+#[test]
+fn delete_runs_the_delete_hooks_around_the_deletion() {
+    let group = Group::new("byehooks");
+    group.write("web", "cm.yaml", &data_config_map(&group, "web", "1", ""));
+    group.write(
+        "web",
+        "farewell.yaml",
+        &data_config_map(&group, "farewell", "1", "    helm.sh/hook: pre-delete\n"),
+    );
+    // After the deletion the group's namespace is gone: the post-delete hook lives elsewhere.
+    let after = format!("{}-after", group.env);
+    group.write(
+        "web",
+        "after.yaml",
+        &data_config_map(&group, &after, "1", "    helm.sh/hook: post-delete\n")
+            .replace(&format!("namespace: {}", group.env), "namespace: default"),
+    );
+    common::commit_all(group.repo.path(), "v1");
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !settled(&report)
+            .iter()
+            .any(|l| l.contains("farewell") || l.contains("after"))
+    );
+
+    let (code, out, err) = group.run(&["delete", "app-group"], &["--yes", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines = settled(&serde_json::from_str(&out).expect("json"));
+    assert!(
+        position(&lines, "create ConfigMap/farewell") < position(&lines, "delete ConfigMap/web")
+            && position(&lines, "delete ConfigMap/web")
+                < position(&lines, &format!("create ConfigMap/{after}")),
+        "{lines:#?}"
+    );
+    assert!(
+        kubectl_in("default", &["get", "configmap", &after]).is_some(),
+        "helm leaves hooks"
+    );
+    common::group::kubectl_quietly(&["-n", "default", "delete", "configmap", &after]);
+}

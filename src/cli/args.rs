@@ -10,6 +10,7 @@ use crate::formats::layout::{self, DEFAULT_BUILD_LOCK};
 use crate::report::{ColorChoice, OutputFormat};
 use crate::stages::build::BuildRequest;
 use crate::stages::commit::CommitRequest;
+use crate::stages::deploy::source::DeploySource;
 use crate::stages::deploy::status::FailOn;
 use crate::stages::deploy::{DeleteRequest, Group};
 use crate::stages::render::RenderRequest;
@@ -386,11 +387,12 @@ pub struct DeleteArgs {
 }
 
 impl DeleteArgs {
-    pub fn request(&self) -> DeleteRequest {
+    pub fn request(&self, hooks_from: Option<DeploySource>) -> DeleteRequest {
         DeleteRequest {
             group: self.group.group(),
             wait_timeout: self.write.wait_timeout,
             lock_timeout: self.write.lock_timeout,
+            hooks_from,
         }
     }
 }

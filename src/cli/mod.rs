@@ -57,7 +57,7 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback { deploy, to } => run_rollback(&root, &deploy, to).await,
         Command::Diff(DiffTarget::AppGroup(args)) => run_diff(&root, &args).await,
         Command::Status(StatusTarget::AppGroup(args)) => run_status(&root, &args).await,
-        Command::Delete(DeleteTarget::AppGroup(args)) => run_delete(&args).await,
+        Command::Delete(DeleteTarget::AppGroup(args)) => run_delete(&root, &args).await,
         Command::History { group, output } => run_history(&root, &group, output).await,
         Command::Doctor {
             context,
@@ -330,7 +330,7 @@ async fn run_status(root: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> 
     Ok(code(found.exit_code(args.fail_on)))
 }
 
-async fn run_delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
+async fn run_delete(root: &Path, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let question = format!(
         "Delete everything the apps of {} own in the cluster?",
         args.group.env
@@ -339,8 +339,17 @@ async fn run_delete(args: &DeleteArgs) -> anyhow::Result<ExitCode> {
         eprintln!("umbrella delete: not confirmed, nothing deleted");
         return Ok(code(exit::FAILURE));
     }
+    // The state's delete hooks run, when the repository has a state for the environment.
+    let hooks_from = if layout::env_dir(root, &args.group.env).is_dir() {
+        match read_source("delete", root, &args.group, None) {
+            Ok(source) => Some(source),
+            Err(status) => return Ok(status),
+        }
+    } else {
+        None
+    };
     let progress = progress_for(args.output);
-    let outcome = deploy::delete_group(&args.request(), progress).await;
+    let outcome = deploy::delete_group(args.request(hooks_from), progress).await;
     finish_deploy("delete", outcome, args.output)
 }
 

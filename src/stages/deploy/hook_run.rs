@@ -2,56 +2,14 @@
 //! kapp's order and waited for (a Job until complete, a Pod until it succeeded), with helm's
 //! delete policies around it. The decisions are in [`super::hooks`].
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use kube::discovery::Discovery;
+use std::collections::BTreeSet;
 
 use super::apply::Applier;
-use super::hooks::{Hook, Operation, Phase, phase_hooks};
-use super::outcome::DeployError;
-use super::plan::{self, StateCrds, Target};
+use super::hooks::{Phase, phase_hooks};
+use super::outcome::{DeployError, DeployReport};
+use super::plan::HookPlan;
 use super::prune::Deleter;
-use super::removal::Owned;
-use super::{DeployReport, Run};
-
-/// The hooks of the state, resolved against the cluster, and what each app is under.
-pub(super) struct Hooks {
-    pub hooks: Vec<Hook>,
-    pub targets: Vec<Target>,
-    pub waves: Vec<Vec<usize>>,
-    pub operations: BTreeMap<String, Operation>,
-}
-
-impl Hooks {
-    /// The hooks with their targets and their kapp order (applied weight by weight).
-    pub fn new(
-        hooks: Vec<Hook>,
-        discovery: &Discovery,
-        state_crds: &StateCrds,
-    ) -> Result<Self, DeployError> {
-        let targets =
-            plan::targets_of(hooks.iter().map(|h| h.desired.clone()).collect(), discovery);
-        let waves = plan::plan_waves(&targets, state_crds)?;
-        Ok(Hooks {
-            hooks,
-            targets,
-            waves,
-            operations: BTreeMap::new(),
-        })
-    }
-
-    fn owned(&self, indexes: impl IntoIterator<Item = usize>) -> Vec<Owned> {
-        indexes
-            .into_iter()
-            .map(|i| {
-                (
-                    self.hooks[i].desired.app.clone(),
-                    self.targets[i].reference.clone(),
-                )
-            })
-            .collect()
-    }
-}
+use super::run::Run;
 
 impl Run<'_> {
     /// Runs the hooks of `phase`: weight by weight, the previous objects deleted first
@@ -60,7 +18,7 @@ impl Run<'_> {
     pub(super) async fn run_hooks(
         &self,
         applier: &Applier<'_>,
-        hooks: &mut Hooks,
+        hooks: &mut HookPlan,
         phase: Phase,
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
@@ -105,7 +63,7 @@ impl Run<'_> {
     async fn run_weight(
         &self,
         applier: &Applier<'_>,
-        hooks: &mut Hooks,
+        hooks: &mut HookPlan,
         weight: &[usize],
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {

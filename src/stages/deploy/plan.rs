@@ -8,10 +8,11 @@ use kube::api::ApiResource;
 use kube::discovery::Discovery;
 
 use super::desired::Desired;
-use super::hooks::HOOK;
+use super::hooks::{HOOK, Hook, Operation};
 use super::order;
 use super::outcome::DeployError;
 use super::ready::{self, Readiness};
+use super::removal::Owned;
 use crate::adapters::cluster::{self, Cluster};
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
@@ -189,6 +190,44 @@ pub(super) async fn refresh_resources(
         }
     }
     Ok(())
+}
+
+/// The hooks of the state, resolved against the cluster, and what each app is under.
+pub(super) struct HookPlan {
+    pub hooks: Vec<Hook>,
+    pub targets: Vec<Target>,
+    pub waves: Vec<Vec<usize>>,
+    pub operations: BTreeMap<String, Operation>,
+}
+
+impl HookPlan {
+    /// The hooks with their targets and their kapp order (applied weight by weight).
+    pub fn new(
+        hooks: Vec<Hook>,
+        discovery: &Discovery,
+        state_crds: &StateCrds,
+    ) -> Result<Self, DeployError> {
+        let targets = targets_of(hooks.iter().map(|h| h.desired.clone()).collect(), discovery);
+        let waves = plan_waves(&targets, state_crds)?;
+        Ok(HookPlan {
+            hooks,
+            targets,
+            waves,
+            operations: BTreeMap::new(),
+        })
+    }
+
+    pub fn owned(&self, indexes: impl IntoIterator<Item = usize>) -> Vec<Owned> {
+        indexes
+            .into_iter()
+            .map(|i| {
+                (
+                    self.hooks[i].desired.app.clone(),
+                    self.targets[i].reference.clone(),
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
-//! Deleting what the inventories own but the state no longer has (pruning), and whole groups
+//! Deleting what the inventories own but the state no longer has (pruning), or all of it
 //! (`delete app-group`): the upsert order backwards, each object waited for until it is gone.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt};
 use kube::Client;
@@ -12,11 +11,11 @@ use kube::discovery::Discovery;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::inventory::{APP_LABEL, GROUP_LABEL};
-use super::lease::{self, Fence};
+use super::lease::Fence;
 use super::limits::{Limits, Stop};
 use super::outcome::{DeployError, DeployReport, ObjectReport, Op, failed};
-use super::removal::{Owned, Removal, live_stale, removal, stale};
-use super::request::{COMMIT_ANNOTATION, Group, MANAGED_BY};
+use super::removal::{Owned, Removal};
+use super::request::{COMMIT_ANNOTATION, MANAGED_BY};
 use crate::adapters::cluster;
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
@@ -191,63 +190,6 @@ pub(super) async fn delete_until_gone(
             Err(e) => return Err(e.to_string()),
         }
     }
-}
-
-/// What `delete app-group` needs.
-#[derive(Debug, Clone)]
-pub struct DeleteRequest {
-    pub group: Group,
-    pub wait_timeout: Duration,
-    pub lock_timeout: Duration,
-}
-
-/// Deletes every object the group's inventories own, in reverse order, waits until they are
-/// gone, then removes the inventories.
-pub async fn delete_group(
-    request: &DeleteRequest,
-    progress: Arc<dyn Progress>,
-) -> Result<DeployReport, DeployError> {
-    let started = Instant::now();
-    let retrier = Retrier::reporting(progress.clone());
-    let cluster = request.group.connect().await?;
-    let inventories = request.group.inventories(&cluster.client, &retrier);
-    let (cluster, inventories, retrier) = (&cluster, &inventories, &retrier);
-    let work = |fence: Fence| async move {
-        let limits = Limits {
-            fence,
-            deadline: tokio::time::Instant::now() + request.wait_timeout,
-        };
-        let deleter = Deleter {
-            client: &cluster.client,
-            progress: progress.as_ref(),
-            retrier,
-            limits: &limits,
-        };
-        let previous = inventories.by_app().await?;
-        let mut report = DeployReport {
-            env: request.group.env.clone(),
-            ..Default::default()
-        };
-        let discovery = cluster::discover(cluster, retrier).await?;
-        let owned = stale(&previous, &BTreeMap::new());
-        let live = live_stale(&cluster.client, retrier, &discovery, owned).await?;
-        let removal = removal(&live)
-            .map_err(|e| failed(&report, format!("ordering the objects to delete: {e}")))?;
-        deleter.remove(&discovery, &removal, &mut report).await?;
-        for (app, inventory) in &previous {
-            let deleted = limits.guard(inventories.delete(inventory)).await;
-            deleted.map_err(|stop| stop.failure(&report, Vec::new()))??;
-            report.deleted_apps.push(app.clone());
-        }
-        Ok(report)
-    };
-    let done = lease::with_group_lock(inventories, request.lock_timeout, work).await;
-    done.map_err(|e: DeployError| e.with_duration(started))
-        .map(|mut report| {
-            report.duration_ms = started.elapsed().as_millis();
-            report.retries = retrier.notes();
-            report
-        })
 }
 
 /// The prune's failure when a limit is reached while deleting: the deletions not yet

@@ -67,6 +67,18 @@ impl DeploySource {
         Ok(DeploySource::new(root, env, dir, commits, Some(scratch)))
     }
 
+    /// No state at all: what a command that applies none of it (a delete of an environment
+    /// the repository has no state for) runs under.
+    pub fn none() -> Self {
+        DeploySource {
+            dir: PathBuf::new(),
+            commits: BTreeMap::new(),
+            shallow: false,
+            repository: git::RepositoryId::default(),
+            _scratch: None,
+        }
+    }
+
     fn new(
         root: &Path,
         env: &str,
