@@ -829,3 +829,30 @@ fn delete_runs_the_delete_hooks_around_the_deletion() {
     );
     common::group::kubectl_quietly(&["-n", "default", "delete", "configmap", &after]);
 }
+
+#[test]
+fn what_a_chart_keeps_is_let_go_not_deleted() {
+    let group = Group::new("keep");
+    let keep = "    helm.sh/resource-policy: keep\n";
+    group.write(
+        "web",
+        "data.yaml",
+        &data_config_map(&group, "data", "1", keep),
+    );
+    group.write(
+        "web",
+        "other.yaml",
+        &data_config_map(&group, "other", "1", ""),
+    );
+    common::commit_all(group.repo.path(), "v1");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+
+    group.remove("web", Some("data.yaml"));
+    common::commit_all(group.repo.path(), "v2");
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(op_of(&report, "ConfigMap/data"), "orphan");
+    assert_eq!(live_value(&group, "data").as_deref(), Some("1"), "kept");
+    assert_eq!(group.managed_config_maps(), ["other"], "no longer managed");
+}

@@ -1,6 +1,6 @@
 //! What a deploy removes, decided before its first write: the objects the inventories own
 //! that the state no longer has, which of them are only let go (kapp's
-//! `delete-strategy: orphan`), and the removals refused because the state still needs them
+//! `delete-strategy: orphan`, helm's `resource-policy: keep`), and the removals refused because the state still needs them
 //! (a Namespace holding its objects, a CRD defining its custom resources, or the whole group).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +20,15 @@ pub(super) type Owned = (String, ObjectRef);
 
 /// kapp's annotation that lets an object go unmanaged instead of deleting it.
 const DELETE_STRATEGY: &str = "kapp.k14s.io/delete-strategy";
+/// helm's annotation for the same (`keep`): charts put it on what must outlive them (a PVC
+/// holding data, a CRD).
+const RESOURCE_POLICY: &str = "helm.sh/resource-policy";
+
+/// Whether the live object asks to be let go rather than deleted, in kapp's or helm's words.
+fn let_go(live: &Value) -> bool {
+    let annotations = &live["metadata"]["annotations"];
+    annotations[DELETE_STRATEGY] == "orphan" || annotations[RESOURCE_POLICY] == "keep"
+}
 
 /// What the previous inventories own (with the app owning it) that the state no longer has.
 pub fn stale(
@@ -199,7 +208,7 @@ fn stale_of(owned: Owned, live: &Value) -> Stale {
         })
         .flatten();
     Stale {
-        orphan: live["metadata"]["annotations"][DELETE_STRATEGY] == "orphan",
+        orphan: let_go(live),
         defines,
         owned,
     }
@@ -208,6 +217,16 @@ fn stale_of(owned: Owned, live: &Value) -> Stale {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kapps_orphan_and_helms_keep_let_an_object_go() {
+        let with =
+            |key: &str, value: &str| serde_json::json!({"metadata": {"annotations": {key: value}}});
+        assert!(let_go(&with(DELETE_STRATEGY, "orphan")));
+        assert!(let_go(&with(RESOURCE_POLICY, "keep")));
+        assert!(!let_go(&with(RESOURCE_POLICY, "delete")));
+        assert!(!let_go(&serde_json::json!({"metadata": {}})));
+    }
 
     fn reference(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> ObjectRef {
         ObjectRef {
