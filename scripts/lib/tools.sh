@@ -116,23 +116,28 @@ build_all_tools() {
   build_kubernetes
 }
 
-# The token server of registry C is ours (scripts/token-server, standard library only): its
-# build is cached under the hash of its source.
-TOKEN_SERVER_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../token-server" && pwd)
+# Programs of ours under scripts/ (test support, not the product): the token server of
+# registry C (standard library only) and the benchmarks' parallel server-side-apply floor
+# (client-go). Each build is cached under the hash of its source.
+SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-token_server_bin() {
-  local hash
-  hash=$(cat "$TOKEN_SERVER_SRC/go.mod" "$TOKEN_SERVER_SRC/main.go" | sha256sum | cut -c1-12)
-  echo "$(go_tool_dir token-server "$hash")/bin/token-server"
+# own_program_bin NAME -> where the build of scripts/NAME is cached.
+own_program_bin() {
+  local name=$1 hash
+  hash=$(cat "$SCRIPTS_DIR/$1"/go.mod "$SCRIPTS_DIR/$1"/*.go | sha256sum | cut -c1-12)
+  echo "$(go_tool_dir "$name" "$hash")/bin/$name"
 }
 
-build_token_server() {
-  local bin
-  bin=$(token_server_bin)
+build_own_program() {
+  local name=$1 bin
+  bin=$(own_program_bin "$name")
   [ -x "$bin" ] && return 0
-  log "building token-server (cached in $(dirname "$(dirname "$bin")"))"
-  (cd "$TOKEN_SERVER_SRC" && go build -o "$bin" .) || die "building token-server failed"
+  log "building $name (cached in $(dirname "$(dirname "$bin")"))"
+  (cd "$SCRIPTS_DIR/$name" && go build -o "$bin" .) || die "building $name failed"
 }
+
+token_server_bin() { own_program_bin token-server; }
+build_token_server() { build_own_program token-server; }
 
 # build_carvel NAME VERSION: kbld or kapp, the tools umbrella is measured against (benchmarks
 # only). The module proxy refuses to list their versions, so `go install pkg@version` fails
