@@ -21,6 +21,9 @@ use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
 
+/// Deletions in flight at once.
+const DELETE_CONCURRENCY: usize = 64;
+
 /// Deletes objects holding the group's lock, and waits until they are gone.
 pub(super) struct Deleter<'a> {
     pub client: &'a Client,
@@ -95,13 +98,15 @@ impl Deleter<'_> {
         wave: &[Owned],
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
-        let mut deletions: futures_util::stream::FuturesUnordered<_> = wave
-            .iter()
-            .enumerate()
-            .map(|(position, owned)| async move {
-                (position, self.delete_reported(discovery, owned).await)
-            })
-            .collect();
+        // Bounded: each deletion watches its object until it is gone, and thousands of watches
+        // at once cost memory without going faster.
+        let mut deletions = std::pin::pin!(
+            futures_util::stream::iter(wave.iter().enumerate())
+                .map(|(position, owned)| async move {
+                    (position, self.delete_reported(discovery, owned).await)
+                })
+                .buffer_unordered(DELETE_CONCURRENCY)
+        );
         let mut unsettled: BTreeSet<usize> = (0..wave.len()).collect();
         loop {
             let (position, (result, duration_ms)) = match self.limits.guard(deletions.next()).await

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::StreamExt;
 use kube::Client;
 use kube::discovery::Discovery;
 use serde_json::Value;
@@ -14,6 +15,9 @@ use super::order;
 use crate::adapters::cluster::{self, ClusterError};
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
+
+/// Objects read at once before pruning (their order is kept).
+const READ_CONCURRENCY: usize = 32;
 
 /// An object with the app that owns it.
 pub(super) type Owned = (String, ObjectRef);
@@ -180,21 +184,24 @@ pub(super) async fn live_stale(
     discovery: &Discovery,
     stale: Vec<Owned>,
 ) -> Result<Vec<Stale>, ClusterError> {
-    let mut live = Vec::new();
-    for owned in stale {
-        let Some((resource, namespaced)) = cluster::resolve(discovery, &owned.1) else {
-            continue;
-        };
-        let api = cluster::api_for(client, &resource, namespaced, &owned.1);
-        let what = format!("reading {} before pruning it", owned.1);
-        let read = cluster::call(retrier, &what, || api.get_opt(&owned.1.name)).await;
-        let Some(object) = read.map_err(ClusterError::request(what))? else {
-            continue;
-        };
-        let value = cluster::with_type(&object, &owned.1);
-        live.push(stale_of(owned, &value));
-    }
-    Ok(live)
+    let reads = futures_util::stream::iter(stale)
+        .map(|owned| async move {
+            let Some((resource, namespaced)) = cluster::resolve(discovery, &owned.1) else {
+                return Ok(None);
+            };
+            let api = cluster::api_for(client, &resource, namespaced, &owned.1);
+            let what = format!("reading {} before pruning it", owned.1);
+            let read = cluster::call(retrier, &what, || api.get_opt(&owned.1.name)).await;
+            let object = read.map_err(ClusterError::request(what))?;
+            Ok(object.map(|o| {
+                let live = cluster::with_type(&o, &owned.1);
+                stale_of(owned, &live)
+            }))
+        })
+        .buffered(READ_CONCURRENCY)
+        .collect::<Vec<Result<Option<Stale>, ClusterError>>>()
+        .await;
+    reads.into_iter().filter_map(Result::transpose).collect()
 }
 
 fn stale_of(owned: Owned, live: &Value) -> Stale {
