@@ -11,7 +11,6 @@ use super::hooks::{self, Operation, Phase};
 use super::lease::{self, Fence};
 use super::outcome::{DeployError, DeployReport, failed};
 use super::plan::HookPlan;
-use super::prune::Deleter;
 use super::removal::{live_stale, removal, stale};
 use super::request::{DeployRequest, Group};
 use super::run::Run;
@@ -128,12 +127,7 @@ impl Run<'_> {
         let live = live_stale(&self.cluster.client, self.retrier, self.discovery, owned).await?;
         let removal = removal(&live)
             .map_err(|e| failed(&report, format!("ordering the objects to delete: {e}")))?;
-        let deleter = Deleter {
-            client: &self.cluster.client,
-            progress: self.progress,
-            retrier: self.retrier,
-            limits: &self.limits,
-        };
+        let deleter = self.deleter();
         deleter
             .remove(self.discovery, &removal, &mut report)
             .await?;

@@ -8,7 +8,6 @@ use super::apply::Applier;
 use super::hooks::{Phase, phase_hooks};
 use super::outcome::{DeployError, DeployReport};
 use super::plan::HookPlan;
-use super::prune::Deleter;
 use super::run::Run;
 
 impl Run<'_> {
@@ -23,12 +22,7 @@ impl Run<'_> {
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
         let weights = phase_hooks(&hooks.hooks, &hooks.operations, phase);
-        let deleter = Deleter {
-            client: &self.cluster.client,
-            progress: self.progress,
-            retrier: self.retrier,
-            limits: &self.limits,
-        };
+        let deleter = self.deleter();
         for weight in &weights {
             let replaced = weight
                 .iter()

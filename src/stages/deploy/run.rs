@@ -101,18 +101,23 @@ impl Run<'_> {
             .await?;
         self.run_hooks(&applier, &mut hooks, Phase::Post, &mut report)
             .await?;
-        let pruning = prune::Deleter {
-            client,
-            progress: self.progress,
-            retrier: self.retrier,
-            limits: &self.limits,
-        };
+        let pruning = self.deleter();
         pruning
             .remove(self.discovery, &removal, &mut report)
             .await?;
         self.settle_inventories(inventories, &previous, &wanted, &mut report)
             .await?;
         Ok(report)
+    }
+
+    /// What deletes objects (and waits until they are gone) within this run's limits.
+    pub fn deleter(&self) -> prune::Deleter<'_> {
+        prune::Deleter {
+            client: &self.cluster.client,
+            progress: self.progress,
+            retrier: self.retrier,
+            limits: &self.limits,
+        }
     }
 
     /// Runs the waves one after the other, each once the kinds it needs are known.
