@@ -175,7 +175,7 @@ up_token_server() {
   if ! daemon_running token-server; then
     mkdir -p "$dir"
     write_token_server_config "$dir/config.json" "$(registry_password registry-c)"
-    start_daemon token-server "$(token_server_bin)" -addr "$TOKEN_SERVER" -key "$pki/token-signer.key" \
+    start_daemon token-server "$(own_program_bin token-server)" -addr "$TOKEN_SERVER" -key "$pki/token-signer.key" \
       -cert "$pki/token-signer.crt" -config "$dir/config.json"
   fi
   wait_until token-server 30 curl -sf --max-time 2 "http://$TOKEN_SERVER/healthz"

@@ -111,7 +111,7 @@ build_all_tools() {
   install_kwok_stages
   install_go_module actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
   install_go_module registry "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
-  build_token_server
+  build_own_program token-server
   build_etcd
   build_kubernetes
 }
@@ -124,7 +124,7 @@ SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # own_program_bin NAME -> where the build of scripts/NAME is cached.
 own_program_bin() {
   local name=$1 hash
-  hash=$(cat "$SCRIPTS_DIR/$1"/go.mod "$SCRIPTS_DIR/$1"/*.go | sha256sum | cut -c1-12)
+  hash=$(cat "$SCRIPTS_DIR/$name"/go.mod "$SCRIPTS_DIR/$name"/*.go | sha256sum | cut -c1-12)
   echo "$(go_tool_dir "$name" "$hash")/bin/$name"
 }
 
@@ -135,9 +135,6 @@ build_own_program() {
   log "building $name (cached in $(dirname "$(dirname "$bin")"))"
   (cd "$SCRIPTS_DIR/$name" && go build -o "$bin" .) || die "building $name failed"
 }
-
-token_server_bin() { own_program_bin token-server; }
-build_token_server() { build_own_program token-server; }
 
 # build_carvel NAME VERSION: kbld or kapp, the tools umbrella is measured against (benchmarks
 # only). The module proxy refuses to list their versions, so `go install pkg@version` fails

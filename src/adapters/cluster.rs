@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use kube::api::{Api, ApiResource, DynamicObject, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiCapabilities, Discovery, Scope};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config};
 use serde_json::Value;
 
@@ -150,6 +152,46 @@ pub fn with_type(object: &DynamicObject, reference: &ObjectRef) -> Value {
     value["apiVersion"] = reference.api_version.clone().into();
     value["kind"] = reference.kind.clone().into();
     value
+}
+
+/// What a watch of one object says of it.
+#[derive(Debug)]
+pub enum Sighting {
+    /// Its current state.
+    Seen(Box<DynamicObject>),
+    /// It does not exist (any more).
+    Gone,
+}
+
+/// Watches the object named `name` and tells each state of it, and when it is gone: deleted,
+/// or missing from a (re-)list. The lists are consistent reads, so an object missing from one
+/// is gone, not yet to reach the API server's cache. The watcher reconnects by itself.
+pub fn watch_one(
+    api: Api<DynamicObject>,
+    name: &str,
+) -> impl futures_util::Stream<Item = Result<Sighting, watcher::Error>> + Send {
+    let config = watcher::Config::default()
+        .fields(&format!("metadata.name={name}"))
+        .list_semantic(watcher::ListSemantic::MostRecent);
+    let mut listed = false;
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let sighting = match event {
+                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                    listed = true;
+                    Some(Ok(Sighting::Seen(Box::new(object))))
+                }
+                Ok(watcher::Event::Delete(_)) => Some(Ok(Sighting::Gone)),
+                Ok(watcher::Event::Init) => {
+                    listed = false;
+                    None
+                }
+                Ok(watcher::Event::InitDone) => (!listed).then_some(Ok(Sighting::Gone)),
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(sighting)
+        })
 }
 
 /// Server-side apply as umbrella's field manager; `force` takes fields other managers own.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::formats::environments;
+use crate::formats::environments::{self, Environment};
 use crate::formats::layout::{self, DEFAULT_BUILD_LOCK};
 use crate::report::{ColorChoice, OutputFormat};
 use crate::stages::build::BuildRequest;
@@ -160,8 +160,9 @@ pub struct RenderArgs {
 }
 
 impl RenderArgs {
-    pub fn request(&self, root: &Path) -> RenderRequest {
+    pub fn request(&self, root: &Path, environment: Environment) -> RenderRequest {
         RenderRequest {
+            environment,
             root: root.to_path_buf(),
             env: self.env.clone(),
             release: self.release.clone(),

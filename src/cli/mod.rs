@@ -50,9 +50,15 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Build(args) => run_build(&root, &args).await,
-        Command::Render(args) => run_render(&root, &args).await,
+        Command::Render(args) => {
+            let request = args.request(&root, config.environment(&args.env));
+            run_render(&request, &args).await
+        }
         Command::Commit(args) => Ok(run_commit(&root, &args.env, &args.flags)),
-        Command::Ci { render, commit } => run_ci(&root, &render, &commit).await,
+        Command::Ci { render, commit } => {
+            let request = render.request(&root, config.environment(&render.env));
+            run_ci(&root, request, &render, &commit).await
+        }
         Command::Deploy(DeployTarget::AppGroup(args)) => run_deploy(&root, &args, None).await,
         Command::Rollback { deploy, to } => run_rollback(&root, &deploy, to).await,
         Command::Diff(DiffTarget::AppGroup(args)) => run_diff(&root, &args).await,
@@ -108,8 +114,11 @@ async fn run_build(root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run_render(root: &Path, args: &RenderArgs) -> anyhow::Result<ExitCode> {
-    let rendered = render::run(&args.request(root)).await;
+async fn run_render(
+    request: &render::RenderRequest,
+    args: &RenderArgs,
+) -> anyhow::Result<ExitCode> {
+    let rendered = render::run(request).await;
     print_render(args, &rendered)?;
     Ok(match rendered {
         Ok(_) => code(exit::SUCCESS),
@@ -171,10 +180,15 @@ fn print_commit(env: &str, committed: &Result<commit::CommitOutcome, commit::Com
     }
 }
 
-async fn run_ci(root: &Path, args: &RenderArgs, flags: &CommitFlags) -> anyhow::Result<ExitCode> {
+async fn run_ci(
+    root: &Path,
+    render: render::RenderRequest,
+    args: &RenderArgs,
+    flags: &CommitFlags,
+) -> anyhow::Result<ExitCode> {
     let request = ci::CiRequest {
         build: args.build_args().request(root),
-        render: args.request(root),
+        render,
         commit: flags.request(root, &args.env),
     };
     let done = match ci::run(&request, progress_for(args.output)).await {

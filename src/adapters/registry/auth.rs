@@ -6,7 +6,7 @@
 //! or none (anonymous), or, with an identity token (`docker login` to a registry that hands
 //! them out), the OAuth2 `refresh_token` grant, whose answer may rotate the refresh token.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use reqwest::RequestBuilder;
 use reqwest::header::HeaderValue;
@@ -123,10 +123,7 @@ impl Authenticator {
         let Some(challenge) = parse_challenge(header) else {
             return false;
         };
-        *self
-            .challenge
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(challenge);
+        *locked(&self.challenge) = Some(challenge);
         true
     }
 
@@ -137,11 +134,7 @@ impl Authenticator {
         transport: &Transport<'_>,
         scope: Option<&str>,
     ) -> Result<Authorization, RegistryError> {
-        let challenge = self
-            .challenge
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let challenge = locked(&self.challenge).clone();
         match challenge {
             None => Ok(Authorization::Nothing),
             Some(Challenge::Basic) => Ok(match &self.credential {
@@ -194,11 +187,7 @@ impl Authenticator {
         service: Option<&str>,
         scope: Option<&str>,
     ) -> Result<Issued, RegistryError> {
-        let refresh_token = self
-            .refresh_token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let refresh_token = locked(&self.refresh_token).clone();
         let what = format!("token from {realm}");
         let mut params: Vec<(&str, &str)> = Vec::new();
         params.extend(service.map(|s| ("service", s)));
@@ -213,10 +202,7 @@ impl Authenticator {
             })?;
         let (issued, rotated) = self.read_token_answer(&answer, &what)?;
         if let (Some(rotated), Some(_)) = (rotated, &refresh_token) {
-            *self
-                .refresh_token
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(rotated);
+            *locked(&self.refresh_token) = Some(rotated);
         }
         Ok(issued)
     }
@@ -296,6 +282,11 @@ fn parse_token_answer(body: &[u8]) -> Result<(Issued, Option<String>), String> {
         expires_in: answer.expires_in,
     };
     Ok((issued, answer.refresh_token))
+}
+
+/// The mutex's value; a panic elsewhere while it was held leaves a value still worth using.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::discovery::Discovery;
+
 use super::apply::Applier;
 use super::hooks::{self, Operation, Phase};
 use super::lease::{self, Fence};
@@ -41,12 +43,12 @@ pub async fn delete_group(
     let cluster = request.group.connect().await?;
     let inventories = request.group.inventories(&cluster.client, &retrier);
     let discovery = cluster::discover(&cluster, &retrier).await?;
-    let (state_hooks, as_deploy) = delete_hooks(request.hooks_from, &request.group, &discovery)?;
-    let as_deploy = DeployRequest {
-        wait_timeout: request.wait_timeout,
-        lock_timeout: request.lock_timeout,
-        ..as_deploy
+    let state_hooks = match &request.hooks_from {
+        Some(source) => hooks_of(source, &request.group.env, &discovery)?,
+        None => HookPlan::new(Vec::new(), &discovery, &BTreeMap::new())?,
     };
+    let lock_timeout = request.lock_timeout;
+    let as_deploy = request.hooks_applied_as();
     let work = |fence: Fence| async {
         let run = Run::holding(
             &as_deploy,
@@ -58,7 +60,7 @@ pub async fn delete_group(
         );
         run.delete_everything(state_hooks, &inventories).await
     };
-    let done = lease::with_group_lock(&inventories, request.lock_timeout, work).await;
+    let done = lease::with_group_lock(&inventories, lock_timeout, work).await;
     done.map_err(|e: DeployError| e.with_duration(started))
         .map(|mut report| {
             report.duration_ms = started.elapsed().as_millis();
@@ -67,37 +69,38 @@ pub async fn delete_group(
         })
 }
 
-/// The hooks of the state (none without one), and the request they are applied under.
-fn delete_hooks(
-    source: Option<DeploySource>,
-    group: &Group,
-    discovery: &kube::discovery::Discovery,
-) -> Result<(HookPlan, DeployRequest), DeployError> {
-    let found = match &source {
-        Some(source) => {
-            let desired = desired::load(&source.dir, &group.env).map_err(DeployError::Invalid)?;
-            let state_crds = plan::crds_in_state(&desired);
-            let (_, found) = hooks::split(desired).map_err(DeployError::Invalid)?;
-            HookPlan::new(found, discovery, &state_crds)?
-        }
-        None => HookPlan::new(Vec::new(), discovery, &BTreeMap::new())?,
-    };
-    let request = DeployRequest {
-        group: group.clone(),
-        source: match source {
-            Some(source) => source,
-            None => DeploySource::none(),
-        },
-        wait_timeout: Duration::ZERO,
-        concurrency: 16,
-        force_conflicts: false,
-        adopt: false,
-        lock_timeout: Duration::ZERO,
-        allow_empty: true,
-        rollback: false,
-    };
-    Ok((found, request))
+/// The delete hooks of the state in `source`.
+fn hooks_of(
+    source: &DeploySource,
+    env: &str,
+    discovery: &Discovery,
+) -> Result<HookPlan, DeployError> {
+    let desired = desired::load(&source.dir, env).map_err(DeployError::Invalid)?;
+    let state_crds = plan::crds_in_state(&desired);
+    let (_, found) = hooks::split(desired).map_err(DeployError::Invalid)?;
+    HookPlan::new(found, discovery, &state_crds)
 }
+
+impl DeleteRequest {
+    /// What the hooks are applied under: the deploy of the state they come from (of no state
+    /// when there is none, and then no hook).
+    fn hooks_applied_as(self) -> DeployRequest {
+        DeployRequest {
+            group: self.group,
+            source: self.hooks_from.unwrap_or_else(DeploySource::none),
+            wait_timeout: self.wait_timeout,
+            concurrency: HOOK_CONCURRENCY,
+            force_conflicts: false,
+            adopt: false,
+            lock_timeout: self.lock_timeout,
+            allow_empty: true,
+            rollback: false,
+        }
+    }
+}
+
+/// Hooks of one weight applied at once.
+const HOOK_CONCURRENCY: usize = 16;
 
 impl Run<'_> {
     /// Holding the lock: the pre-delete hooks of the deployed apps, every owned object, the

@@ -8,7 +8,7 @@ use kube::discovery::Discovery;
 use serde::Serialize;
 
 use super::compare::{Comparison, ObjectDiff};
-use super::hooks::{self, Hook};
+use super::hooks;
 use super::inventory::{self, Inventory};
 use super::outcome::{DeployError, Op};
 use super::request::Group;
@@ -114,7 +114,15 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
     objects.extend(pruned(&client, &retrier, &discovery, &previous, &wanted).await?);
     Ok(DiffReport {
         env: env.clone(),
-        hooks: hooks_to_run(&hooks, &wanted, &previous, &request.source.commits),
+        hooks: hooks::would_run(
+            &hooks,
+            &hooks::operations(
+                &hooks,
+                &inventory::deployed_commits(&previous),
+                &request.source.commits,
+                false,
+            ),
+        ),
         objects,
         deleted_apps: previous
             .keys()
@@ -123,25 +131,6 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
             .collect(),
         retries: retrier.notes(),
     })
-}
-
-/// The hooks a deploy would run: those of the apps new or changed since their last deploy.
-fn hooks_to_run(
-    hooks: &[Hook],
-    wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
-    previous: &BTreeMap<String, Inventory>,
-    commits: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let apps: BTreeSet<String> = wanted
-        .keys()
-        .cloned()
-        .chain(hooks.iter().map(|h| h.desired.app.clone()))
-        .collect();
-    let deployed = previous
-        .iter()
-        .map(|(app, inventory)| (app.clone(), inventory.commit.clone()))
-        .collect();
-    hooks::would_run(hooks, &hooks::operations(&apps, &deployed, commits, false))
 }
 
 /// What the inventories own, the state no longer has, and the cluster still holds: deleted,

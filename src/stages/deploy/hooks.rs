@@ -246,16 +246,18 @@ pub fn would_run(hooks: &[Hook], operations: &BTreeMap<String, Operation>) -> Ve
         .collect()
 }
 
-/// What each app of the state is under: installed when the cluster has no inventory for it,
-/// else upgraded (rolled back, for `rollback`) when its content changed since the commit its
-/// inventory records; an app whose content did not change is absent.
+/// What each app with hooks is under: installed when the cluster has no inventory for it
+/// (`deployed`: each inventory's commit), else upgraded (rolled back, for `rollback`) when its
+/// content changed since the commit its inventory records; an app whose content did not
+/// change is absent.
 pub fn operations(
-    apps: &BTreeSet<String>,
+    hooks: &[Hook],
     deployed: &BTreeMap<String, String>,
     commits: &BTreeMap<String, String>,
     rollback: bool,
 ) -> BTreeMap<String, Operation> {
-    apps.iter()
+    let apps: BTreeSet<&String> = hooks.iter().map(|h| &h.desired.app).collect();
+    apps.into_iter()
         .filter_map(|app| {
             let operation = match deployed.get(app) {
                 None => Operation::Install,
@@ -375,9 +377,13 @@ mod tests {
 
     #[test]
     fn an_app_runs_hooks_when_new_or_changed() {
-        let apps: BTreeSet<String> = ["new", "same", "changed", "unknown"]
-            .map(String::from)
-            .into();
+        let hooks: Vec<Hook> = split(
+            ["new", "same", "changed", "unknown"]
+                .map(|app| object(app, "h", json!({HOOK: "pre-upgrade"})))
+                .into(),
+        )
+        .unwrap()
+        .1;
         let deployed = BTreeMap::from([
             ("same".to_string(), "c1".to_string()),
             ("changed".to_string(), "c1".to_string()),
@@ -388,12 +394,12 @@ mod tests {
             ("changed".to_string(), "c2".to_string()),
             ("unknown".to_string(), String::new()),
         ]);
-        let ops = operations(&apps, &deployed, &commits, false);
+        let ops = operations(&hooks, &deployed, &commits, false);
         assert_eq!(ops.get("new"), Some(&Operation::Install));
         assert_eq!(ops.get("same"), None);
         assert_eq!(ops.get("changed"), Some(&Operation::Upgrade));
         assert_eq!(ops.get("unknown"), Some(&Operation::Upgrade));
-        let ops = operations(&apps, &deployed, &commits, true);
+        let ops = operations(&hooks, &deployed, &commits, true);
         assert_eq!(ops.get("changed"), Some(&Operation::Rollback));
         assert_eq!(ops.get("new"), Some(&Operation::Install));
     }

@@ -56,6 +56,14 @@ pub struct Inventory {
     pub legacy_name: Option<String>,
 }
 
+/// The state commit each app's inventory records, by app.
+pub fn deployed_commits(inventories: &BTreeMap<String, Inventory>) -> BTreeMap<String, String> {
+    inventories
+        .iter()
+        .map(|(app, inventory)| (app.clone(), inventory.commit.clone()))
+        .collect()
+}
+
 /// Why the group's inventories are not this repository's to change: another repository
 /// deployed the same environment to this cluster. `None` when nothing says so.
 pub fn other_repository(

@@ -8,7 +8,6 @@ use futures_util::{StreamExt, TryStreamExt};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject};
 use kube::discovery::Discovery;
-use kube::runtime::{WatchStreamExt, watcher};
 
 use super::inventory::{APP_LABEL, GROUP_LABEL};
 use super::lease::Fence;
@@ -16,7 +15,7 @@ use super::limits::{Limits, Stop};
 use super::outcome::{DeployError, DeployReport, ObjectReport, Op, failed};
 use super::removal::{Owned, Removal};
 use super::request::{COMMIT_ANNOTATION, MANAGED_BY};
-use crate::adapters::cluster;
+use crate::adapters::cluster::{self, Sighting};
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
@@ -178,20 +177,11 @@ pub(super) async fn delete_until_gone(
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
         Err(e) => return Err(e.to_string()),
     }
-    let config = watcher::Config::default()
-        .fields(&format!("metadata.name={}", reference.name))
-        .list_semantic(watcher::ListSemantic::MostRecent);
-    let mut events = watcher(api.clone(), config).default_backoff().boxed();
-    let mut listed = false;
+    let mut sightings = std::pin::pin!(cluster::watch_one(api.clone(), &reference.name));
     loop {
-        match events.try_next().await {
-            Ok(Some(watcher::Event::Delete(_))) => return Ok(()),
-            Ok(Some(watcher::Event::InitApply(_))) => listed = true,
-            // The initial list is over: without the object in it, it is gone already.
-            Ok(Some(watcher::Event::InitDone)) if !listed => return Ok(()),
-            Ok(Some(watcher::Event::Init)) => listed = false,
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(()),
+        match sightings.try_next().await {
+            Ok(Some(Sighting::Gone) | None) => return Ok(()),
+            Ok(Some(Sighting::Seen(_))) => {}
             Err(e) => return Err(e.to_string()),
         }
     }

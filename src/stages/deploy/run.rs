@@ -90,7 +90,12 @@ impl Run<'_> {
         };
         self.record_intent(inventories, &previous, &wanted, &report)
             .await?;
-        hooks.operations = self.hook_operations(&wanted, &hooks, &previous);
+        hooks.operations = hooks::operations(
+            &hooks.hooks,
+            &inventory::deployed_commits(&previous),
+            &self.request.source.commits,
+            self.request.rollback,
+        );
         // Namespaces and CRDs first, as helm has them before any hook runs.
         let (foundation, rest) = plan::foundation_first(&targets, &waves);
         self.run_waves(&applier, &mut targets, &foundation, &mut report)
@@ -221,26 +226,6 @@ impl Run<'_> {
             Some(reason) => Err(failed(report, reason)),
             None => Ok(applied),
         }
-    }
-
-    /// What each app that runs hooks is under: new, changed, or rolled back.
-    fn hook_operations(
-        &self,
-        wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
-        hooks: &HookPlan,
-        previous: &BTreeMap<String, Inventory>,
-    ) -> BTreeMap<String, hooks::Operation> {
-        let apps: BTreeSet<String> = wanted
-            .keys()
-            .cloned()
-            .chain(hooks.hooks.iter().map(|h| h.desired.app.clone()))
-            .collect();
-        let deployed = previous
-            .iter()
-            .map(|(app, inventory)| (app.clone(), inventory.commit.clone()))
-            .collect();
-        let commits = &self.request.source.commits;
-        hooks::operations(&apps, &deployed, commits, self.request.rollback)
     }
 
     /// What pruning will remove, read and checked before the first write: never a Namespace

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::compare::{Comparison, ObjectDiff, live_object};
-use super::inventory::Inventory;
+use super::inventory::{self, Inventory};
 use super::outcome::{DeployError, Op};
 use super::ready::{self, Readiness};
 use super::request::DISABLE_WAIT;
@@ -167,10 +167,7 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
     let (desired, _hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;
     let discovery = cluster::discover(&cluster, &retrier).await?;
     let targets = plan::targets_of(desired, &discovery);
-    let commits = inventories
-        .iter()
-        .map(|(app, inventory)| (app.clone(), inventory.commit.clone()))
-        .collect();
+    let commits = inventory::deployed_commits(&inventories);
     let comparison = Comparison {
         client: &client,
         retrier: &retrier,

@@ -14,7 +14,7 @@ use kube::{Client, ResourceExt};
 use super::plan::{Target, label_of};
 use super::ready::{self, Readiness};
 use super::request::DISABLE_WAIT;
-use crate::adapters::cluster;
+use crate::adapters::cluster::{self, Sighting};
 use crate::progress::Progress;
 
 /// How long a pod may stay unschedulable before the deploy gives up on it.
@@ -83,12 +83,7 @@ async fn wait_ready(
         return Ok(());
     };
     let api = cluster::api_for(client, resource, *namespaced, &target.reference);
-    // A consistent list: an object missing from it was deleted after the apply, not yet to
-    // reach the watch cache.
-    let config = watcher::Config::default()
-        .fields(&format!("metadata.name={}", target.reference.name))
-        .list_semantic(watcher::ListSemantic::MostRecent);
-    let mut objects = watcher(api, config).default_backoff().boxed();
+    let mut objects = cluster::watch_one(api, &target.reference.name).boxed();
     let mut pods = pod_watch(client, target);
     let mut events = warning_watch(client, target);
     let mut watch = Watch::new(target, label, pods_of_any_age);
@@ -96,7 +91,8 @@ async fn wait_ready(
     loop {
         let verdict = tokio::select! {
             event = objects.try_next() => match event {
-                Ok(Some(event)) => watch.on_watch_event(progress, event),
+                Ok(Some(Sighting::Seen(object))) => watch.on_object(progress, &object),
+                Ok(Some(Sighting::Gone)) => watch.on_gone(),
                 Ok(None) => Some(Err(WaitError::Failed(format!("{label}: the watch ended")))),
                 // The watcher re-lists and reconnects by itself (with backoff): keep waiting.
                 Err(e) => {
@@ -129,8 +125,6 @@ struct Watch<'a> {
     pods_of_any_age: bool,
     /// The last state seen, for the timeout's message.
     last: String,
-    /// The object was in the watch's latest list.
-    listed: bool,
 }
 
 type Verdict = Option<Result<(), WaitError>>;
@@ -145,33 +139,11 @@ impl<'a> Watch<'a> {
             unschedulable_since: BTreeMap::new(),
             pods_of_any_age,
             last: format!("{label}: waiting for the first status"),
-            listed: false,
         }
     }
 
     fn failed(&self, reason: impl std::fmt::Display) -> Verdict {
         Some(Err(WaitError::Failed(format!("{}: {reason}", self.label))))
-    }
-
-    fn on_watch_event(
-        &mut self,
-        progress: &dyn Progress,
-        event: watcher::Event<DynamicObject>,
-    ) -> Verdict {
-        match event {
-            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
-                self.listed = true;
-                self.on_object(progress, &object)
-            }
-            watcher::Event::Delete(_) => self.on_gone(),
-            watcher::Event::Init => {
-                self.listed = false;
-                None
-            }
-            // The list is complete: without the object in it, it is gone.
-            watcher::Event::InitDone if !self.listed => self.on_gone(),
-            watcher::Event::InitDone => None,
-        }
     }
 
     /// The object was deleted after it was applied: a Job only once it completed (its

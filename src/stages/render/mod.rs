@@ -19,7 +19,7 @@ use crate::adapters::helm::{self, HelmError};
 use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit::{self, ExitStatus};
 use crate::formats::chart::UmbrellaChart;
-use crate::formats::environments::RepositoryConfig;
+use crate::formats::environments::Environment;
 use crate::formats::images_lock::{ImagesLock, LockedImage};
 use crate::formats::layout;
 use crate::formats::manifest;
@@ -47,6 +47,8 @@ pub struct RenderRequest {
     /// Values files applied after `values.yaml` and the environment's (`umbrella.yaml`'s
     /// `values`, else `values-<env>.yaml`).
     pub extra_values: Vec<PathBuf>,
+    /// The environment's settings in `umbrella.yaml`, under the flags.
+    pub environment: Environment,
     /// The kube context whose cluster's capabilities charts see (default: `umbrella.yaml`'s).
     pub context: Option<String>,
     /// The Kubernetes version and extra API versions charts see, over `umbrella.yaml`'s and
@@ -254,8 +256,7 @@ struct Settings {
 
 impl Settings {
     fn of(request: &RenderRequest, chart: &UmbrellaChart) -> Result<Self, RenderError> {
-        let config = RepositoryConfig::load(&request.root)?;
-        let env = config.environment(&request.env);
+        let env = request.environment.clone();
         let env_values = match env.values {
             Some(files) => files.iter().map(|f| request.root.join(f)).collect(),
             None => vec![chart.dir.join(format!("values-{}.yaml", request.env))],
