@@ -676,3 +676,181 @@ fn diff_and_status_survive_crds_coming_and_going_meanwhile() {
     kubectl_quietly(&["delete", "--ignore-not-found", "-f", &crd_file]);
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The API server's count of requests to the resources of API group `group`, by verb (`GET`,
+/// `LIST`, `APPLY`, `PATCH`, ...), dry runs as `<verb> dry run`.
+fn requests_to(group: &str) -> BTreeMap<String, u64> {
+    let out = Command::new("kubectl")
+        .args(["--context", "umbrella-test", "get", "--raw", "/metrics"])
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "kubectl get --raw /metrics");
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..].split('"').next()?.to_string())
+    };
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.starts_with("apiserver_request_total{")
+            || label(line, "group").as_deref() != Some(group)
+        {
+            continue;
+        }
+        let verb = label(line, "verb").expect("verb");
+        let verb = match label(line, "dry_run").as_deref() {
+            Some("") | None => verb,
+            Some(_) => format!("{verb} dry run"),
+        };
+        let value: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("count");
+        *counts.entry(verb).or_default() += value;
+    }
+    counts
+}
+
+/// How many more requests of each verb `after` counts than `before`.
+fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(verb, n)| (verb.clone(), n - before.get(verb).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_group_is_read_with_lists_and_drift_is_still_repaired() {
+    let group = Group::new("lists");
+    let env = group.env.clone();
+    // Custom resources of the test's own API group: the API server counts its requests apart.
+    let crd_group = format!("{env}.example.com");
+    group.write(
+        "app",
+        "crd.yaml",
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+        ),
+    );
+    let widget = |name: &str| {
+        format!(
+            "apiVersion: {crd_group}/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: {env}\nspec:\n  size: 3\n  color: blue\n  ports:\n  - name: http\n    port: 80\n"
+        )
+    };
+    for name in ["w1", "w2", "w3", "w4", "w5"] {
+        group.write("app", &format!("{name}.yaml"), &widget(name));
+    }
+    common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+
+    let before = requests_to(&crd_group);
+    let (code, report, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    let ops: Vec<&Value> = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .collect();
+    assert!(ops.iter().all(|o| o["op"] == "unchanged"), "{report}");
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
+    assert_eq!(code, 0, "{err}\n{report}");
+    let (code, report, err) = tokio::task::block_in_place(|| status(&group, &[]));
+    assert_eq!(code, 0, "{err}\n{report}");
+    let used = grown(&before, &requests_to(&crd_group));
+    assert_eq!(
+        used.keys().collect::<Vec<_>>(),
+        ["LIST"],
+        "deploy, diff and status of an unchanged group only list: {used:?}"
+    );
+
+    // Drift of every kind: a value changed and a field removed by hand, umbrella's labels
+    // taken off (the LIST no longer finds it), an object deleted.
+    let kubectl_widget = |args: &[&str]| {
+        let mut all = vec!["-n", env.as_str()];
+        all.extend(args);
+        kubectl(&all);
+    };
+    let widgets = format!("widgets.{crd_group}");
+    kubectl_widget(&[
+        "patch",
+        &widgets,
+        "w2",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"size":9}}"#,
+    ]);
+    kubectl_widget(&[
+        "patch",
+        &widgets,
+        "w3",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/color"}]"#,
+    ]);
+    kubectl_widget(&[
+        "label",
+        &widgets,
+        "w1",
+        "umbrella.dev/group-",
+        "umbrella.dev/app-",
+    ]);
+    kubectl_widget(&["delete", &widgets, "w4"]);
+    let before = requests_to(&crd_group);
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
+    assert_eq!(code, 2, "{err}\n{report}");
+    let found = changes(&report);
+    let object = |name: &str| format!("Widget/{name} in {env}");
+    assert_eq!(found[&object("w2")].1, ["-  size: 9", "+  size: 3"]);
+    assert_eq!(found[&object("w3")].1, ["+  color: blue"]);
+    assert_eq!(found[&object("w4")].0, "create");
+    assert_eq!(found[&object("w5")].0, "unchanged");
+    let (code, report, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    let op = |name: &str| {
+        report["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .find(|o| o["object"] == object(name))
+            .map(|o| o["op"].as_str().unwrap_or_default().to_string())
+    };
+    let ops: Vec<_> = ["w1", "w2", "w3", "w4", "w5"]
+        .map(|w| op(w).unwrap_or_default())
+        .into();
+    assert_eq!(
+        ops,
+        ["update", "update", "update", "create", "unchanged"],
+        "{report}"
+    );
+    let used = grown(&before, &requests_to(&crd_group));
+    // Diff and deploy each: the four drifted widgets read, dry-run (w2 twice: the first run
+    // meets kubectl's field) and, by deploy, applied; w5 never.
+    assert_eq!(used.get("APPLY").copied(), Some(4), "{used:?}");
+    assert_eq!(used.get("APPLY dry run").copied(), Some(10), "{used:?}");
+    assert_eq!(used.get("GET").copied(), Some(8), "{used:?}");
+
+    let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
+    assert_eq!(code, 0, "repaired: {err}\n{report}");
+    let api = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        &crd_group, "v1", "Widget",
+    ));
+    let live: Api<kube::api::DynamicObject> = Api::namespaced_with(client().await, &env, &api);
+    let w1 = live.get("w1").await.expect("w1");
+    assert_eq!(
+        w1.metadata
+            .labels
+            .unwrap_or_default()
+            .get("umbrella.dev/group"),
+        Some(&env)
+    );
+    assert_eq!(live.get("w2").await.expect("w2").data["spec"]["size"], 3);
+    assert_eq!(
+        live.get("w3").await.expect("w3").data["spec"]["color"],
+        "blue"
+    );
+    assert!(live.get_opt("w4").await.expect("get").is_some());
+}

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::change::comparable;
 use super::inventory::{APP_LABEL, GROUP_LABEL, foreign_owner};
 use super::lease::Fence;
+use super::listed::{Lister, Seen};
 use super::outcome::{DeployError, Op};
 use super::plan::{StateCrds, Target, defined_by_state, label_of};
 use super::prune;
@@ -100,8 +101,9 @@ impl Applier<'_> {
         if !homeless.is_empty() {
             return Err(DeployError::Invalid(homeless));
         }
-        let checks = futures_util::stream::iter(targets.iter().enumerate())
-            .map(|(index, target)| {
+        let listed = self.lister().list(targets).await?;
+        let checks = futures_util::stream::iter(targets.iter().zip(listed).enumerate())
+            .map(|(index, (target, seen))| {
                 let ready_to_check = target.resource.is_some()
                     && target
                         .reference
@@ -109,6 +111,9 @@ impl Applier<'_> {
                         .as_ref()
                         .is_none_or(|ns| existing.contains(ns));
                 async move {
+                    if let Some(kept) = seen.and_then(|seen| Found::kept(target, &seen)) {
+                        return (index, Ok(kept));
+                    }
                     if !ready_to_check {
                         return (index, Ok(Found::default()));
                     }
@@ -124,6 +129,15 @@ impl Applier<'_> {
             Ok(())
         } else {
             Err(DeployError::Invalid(problems))
+        }
+    }
+
+    fn lister(&self) -> Lister<'_> {
+        Lister {
+            client: self.client,
+            retrier: self.retrier,
+            env: &self.request.group.env,
+            commits: &self.request.source.commits,
         }
     }
 
@@ -231,19 +245,44 @@ impl Applier<'_> {
 }
 
 impl Found {
-    /// What the live object and the dry run's answer say of an update.
+    /// What the live object and the dry run's answer say of an update. Content the apply
+    /// would keep is not written: a nonce (new every deploy) is the exception.
     fn of(target: &Target, live: Option<&DynamicObject>, answer: &DynamicObject) -> Self {
         let template = |o: &DynamicObject| o.data["spec"]["template"].clone();
-        let content = |o: &DynamicObject| comparable(&cluster::with_type(o, &target.reference));
+        let answer = cluster::with_type(answer, &target.reference);
+        let content_kept = live.is_some_and(|live| {
+            comparable(&cluster::with_type(live, &target.reference)) == comparable(&answer)
+        });
+        let unwritten = content_kept && !strategy::has_nonce(&target.desired.value);
         Found {
             template_kept: live.is_some_and(|live| {
-                template(live).is_object() && template(live) == template(answer)
+                template(live).is_object() && template(live) == answer["spec"]["template"]
             }),
-            content_kept: live.is_some_and(|live| content(live) == content(answer)),
+            content_kept,
+            kept_ready: unwritten.then(|| target.readiness(&answer) == Readiness::Ready),
             version: live.and_then(|l| l.resource_version()),
             replace: false,
             take_back: None,
         }
+    }
+
+    /// What the LIST showed of an object an apply would not change: nothing to check or
+    /// write (an object replaced on every deploy excepted).
+    fn kept(target: &Target, seen: &Seen) -> Option<Self> {
+        if !seen.kept(target) {
+            return None;
+        }
+        let live = &seen.live;
+        Some(Found {
+            version: live["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string),
+            template_kept: live["spec"]["template"].is_object(),
+            content_kept: true,
+            kept_ready: Some(target.readiness(live) == Readiness::Ready),
+            replace: false,
+            take_back: None,
+        })
     }
 }
 
@@ -256,6 +295,8 @@ struct Found {
     template_kept: bool,
     /// It exists and only umbrella's bookkeeping (the state commit) changes.
     content_kept: bool,
+    /// It is left as it is, not written: whether it is ready.
+    kept_ready: Option<bool>,
     /// It is deleted and created again.
     replace: bool,
     /// Fields set by hand the apply takes back: why.
@@ -277,6 +318,7 @@ fn record_checks(
                 target.live_version = found.version;
                 target.template_kept = found.template_kept;
                 target.content_kept = found.content_kept;
+                target.kept_ready = found.kept_ready;
                 target.replace = found.replace;
                 target.take_back = found.take_back;
             }
@@ -391,6 +433,9 @@ impl<'a> Applier<'a> {
     }
 
     async fn apply_one(&self, fence: &Fence, target: &Target) -> Result<(Op, bool), String> {
+        if let Some(ready) = target.kept_ready {
+            return Ok((Op::Unchanged, ready));
+        }
         let request = self.request;
         let (resource, namespaced) = target.resource.as_ref().ok_or_else(|| {
             format!(

@@ -1,4 +1,5 @@
-//! The state's objects against the live cluster, without writing to it: the live object and
+//! The state's objects against the live cluster, without writing to it: from a LIST of the
+//! group's objects where it proves an apply would change nothing, else the live object and
 //! the server's answer to a server-side apply dry run of the same version of it. Shared by
 //! `diff` and `status`.
 
@@ -13,10 +14,11 @@ use serde_json::Value;
 
 use super::apply::{describe_apply_error, prepared};
 use super::inventory::foreign_owner;
+use super::listed::{Lister, Seen};
 use super::outcome::Op;
 use super::plan::{StateCrds, Target, defined_by_state};
 use super::strategy::{self, UpdateStrategy};
-use crate::adapters::cluster;
+use crate::adapters::cluster::{self, ClusterError};
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::formats::secrets;
@@ -59,22 +61,29 @@ pub(super) struct Comparison<'a> {
 }
 
 impl Comparison<'_> {
-    /// Every target compared, in the targets' order, each with its live object.
+    /// Every target compared, in the targets' order, each with its live object: those a LIST
+    /// shows an apply would not change at once, the others by a read and a dry run.
     pub(super) async fn all(
         &self,
         targets: &[Target],
         concurrency: usize,
-    ) -> Vec<(ObjectDiff, Option<Value>)> {
-        futures_util::stream::iter(targets)
-            .map(|target| self.one(target))
+    ) -> Result<Vec<(ObjectDiff, Option<Value>)>, ClusterError> {
+        let lister = Lister {
+            client: self.client,
+            retrier: self.retrier,
+            env: self.env,
+            commits: self.commits,
+        };
+        let listed = lister.list(targets).await?;
+        Ok(futures_util::stream::iter(targets.iter().zip(listed))
+            .map(|(target, seen)| self.one(target, seen))
             .buffered(concurrency.max(1))
             .collect()
-            .await
+            .await)
     }
 
-    async fn one(&self, target: &Target) -> (ObjectDiff, Option<Value>) {
+    async fn one(&self, target: &Target, seen: Option<Seen>) -> (ObjectDiff, Option<Value>) {
         let label = target.reference.to_string();
-        let object = prepared(target, self.env, self.commits.get(&target.desired.app));
         let mut report = ObjectDiff {
             app: target.desired.app.clone(),
             object: label.clone(),
@@ -83,6 +92,11 @@ impl Comparison<'_> {
             note: None,
             error: None,
         };
+        if let Some(seen) = seen.filter(|seen| seen.kept(target)) {
+            report.op = Op::Unchanged;
+            return (report, Some(seen.live));
+        }
+        let object = prepared(target, self.env, self.commits.get(&target.desired.app));
         let Some((resource, namespaced)) = &target.resource else {
             self.unknown_kind(target, &object, &mut report);
             return (report, None);

@@ -1,5 +1,6 @@
-//! `umbrella diff app-group`: what a deploy would change, object by object, by server-side dry
-//! run, and what pruning would delete. Nothing is written.
+//! `umbrella diff app-group`: what a deploy would change, object by object (from LISTs of the
+//! live objects, server-side dry runs of those that differ), and what pruning would delete.
+//! Nothing is written.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,7 +99,7 @@ pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError
     };
     let mut objects: Vec<ObjectDiff> = comparison
         .all(&targets, request.concurrency)
-        .await
+        .await?
         .into_iter()
         .map(|(diff, _)| diff)
         .collect();

@@ -56,6 +56,17 @@ pub struct Inventory {
     pub legacy_name: Option<String>,
 }
 
+impl Inventory {
+    /// Writing `next` over this inventory would record nothing new (only the time).
+    pub fn records(&self, next: &Inventory) -> bool {
+        self.legacy_name.is_none()
+            && self.app == next.app
+            && self.objects == next.objects
+            && self.commit == next.commit
+            && self.repository == next.repository
+    }
+}
+
 /// The state commit each app's inventory records, by app.
 pub fn deployed_commits(inventories: &BTreeMap<String, Inventory>) -> BTreeMap<String, String> {
     inventories

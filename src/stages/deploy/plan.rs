@@ -29,6 +29,8 @@ pub(super) struct Target {
     pub template_kept: bool,
     /// The live object's content is what the state has: only umbrella's bookkeeping changes.
     pub content_kept: bool,
+    /// The apply is left out, as it would change nothing: whether the object is ready.
+    pub kept_ready: Option<bool>,
     /// The live object is deleted and created again (kapp's update strategies).
     pub replace: bool,
     /// Fields set by hand that the apply takes back: the report's note.
@@ -49,6 +51,7 @@ pub(super) fn targets_of(desired: Vec<Desired>, discovery: &Discovery) -> Vec<Ta
             live_version: None,
             template_kept: false,
             content_kept: false,
+            kept_ready: None,
             replace: false,
             take_back: None,
         })
@@ -247,6 +250,7 @@ mod tests {
             live_version: None,
             template_kept: false,
             content_kept: false,
+            kept_ready: None,
             replace: false,
             take_back: None,
         }

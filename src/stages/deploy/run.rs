@@ -310,6 +310,9 @@ impl Run<'_> {
             repository: self.request.source.repository.clone(),
             legacy_name: before.and_then(|b| b.legacy_name.clone()),
         };
+        if before.is_some_and(|b| b.records(&inventory)) {
+            return Ok(());
+        }
         let written = self.limits.guard(inventories.write(&inventory)).await;
         Ok(written.map_err(|stop| stop.failure(report, Vec::new()))??)
     }

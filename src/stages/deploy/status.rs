@@ -177,7 +177,7 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
         force_conflicts: true,
         adopt: true,
     };
-    let compared = comparison.all(&targets, request.concurrency).await;
+    let compared = comparison.all(&targets, request.concurrency).await?;
     let mut apps = Vec::new();
     for (app, inventory) in &inventories {
         let status = match unreadable.get(app) {

@@ -97,6 +97,11 @@ pub fn repair(message: &str) -> Result<String, Vec<String>> {
     ))
 }
 
+/// The object has a nonce: it changes on every deploy.
+pub fn has_nonce(object: &Value) -> bool {
+    !object["metadata"]["annotations"][NONCE].is_null()
+}
+
 /// The object with its nonce, if it has one, set to `nonce`.
 pub fn with_nonce(object: &mut Value, nonce: &str) {
     // `get_mut`, not indexing: indexing would insert a null `annotations`.
