@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::Api;
 use serde_json::Value;
 
-use common::group::{Group, client, image};
+use common::group::{Group, client, crd, image};
 use common::{testenv, umbrella, unique};
 
 fn ops(report: &Value) -> Vec<(String, String)> {
@@ -163,13 +163,7 @@ async fn a_job_runs_before_a_deployment_and_a_crd_before_its_resources() {
     let group = Group::new("order");
     let env = group.env.clone();
     let crd_group = format!("{env}.example.com");
-    group.write(
-        "app",
-        "crd.yaml",
-        &format!(
-            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-        ),
-    );
+    group.write("app", "crd.yaml", &crd(&crd_group, "Widget", "Namespaced"));
     group.write("app", "widget.yaml", &format!("apiVersion: {crd_group}/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: {env}\nspec:\n  size: 3\n"));
     group.write(
         "app",

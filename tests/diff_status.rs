@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::Value;
 
-use common::group::{Group, client, image, kubectl_quietly};
+use common::group::{Group, client, crd, image, kubectl_quietly};
 
 fn diff(group: &Group, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec!["--exit-code", "-o", "json"];
@@ -606,9 +606,7 @@ fn a_cluster_scoped_custom_resource_rendered_with_a_namespace_is_in_sync() {
     let group = Group::new("scope");
     let env = group.env.clone();
     let crd_group = format!("{env}.umbrella.test");
-    let crd = format!(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: issuers.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Cluster\n  names: {{plural: issuers, singular: issuer, kind: Issuer}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-    );
+    let crd = crd(&crd_group, "Issuer", "Cluster");
     let crd_file = group.repo.path().join("crd.yaml");
     std::fs::write(&crd_file, crd).expect("write CRD");
     kubectl(&["apply", "-f", crd_file.to_str().expect("path")]);
@@ -726,13 +724,7 @@ async fn an_unchanged_group_is_read_with_lists_and_drift_is_still_repaired() {
     let env = group.env.clone();
     // Custom resources of the test's own API group: the API server counts its requests apart.
     let crd_group = format!("{env}.example.com");
-    group.write(
-        "app",
-        "crd.yaml",
-        &format!(
-            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{crd_group}\nspec:\n  group: {crd_group}\n  scope: Namespaced\n  names: {{plural: widgets, singular: widget, kind: Widget}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-        ),
-    );
+    group.write("app", "crd.yaml", &crd(&crd_group, "Widget", "Namespaced"));
     let widget = |name: &str| {
         format!(
             "apiVersion: {crd_group}/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: {env}\nspec:\n  size: 3\n  color: blue\n  ports:\n  - name: http\n    port: 80\n"

@@ -266,6 +266,15 @@ pub async fn client() -> kube::Client {
         .client
 }
 
+/// A CRD of kind `kind` (plural `<kind lowercased>s`) in API group `group`, of `scope`
+/// (`Namespaced` or `Cluster`), any field allowed.
+pub fn crd(group: &str, kind: &str, scope: &str) -> String {
+    let singular = kind.to_lowercase();
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {singular}s.{group}\nspec:\n  group: {group}\n  scope: {scope}\n  names: {{plural: {singular}s, singular: {singular}, kind: {kind}}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+    )
+}
+
 pub fn image() -> String {
     testenv("UMBRELLA_TEST_THIRD_PARTY_IMAGE")
 }
