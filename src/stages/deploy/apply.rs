@@ -111,13 +111,14 @@ impl Applier<'_> {
                         .as_ref()
                         .is_none_or(|ns| existing.contains(ns));
                 async move {
+                    let listed = seen.is_some();
                     if let Some(kept) = seen.and_then(|seen| Found::kept(target, &seen)) {
                         return (index, Ok(kept));
                     }
                     if !ready_to_check {
                         return (index, Ok(Found::default()));
                     }
-                    (index, self.check_one(target).await)
+                    (index, self.check_one(target, listed).await)
                 }
             })
             .buffer_unordered(request.concurrency.max(1))
@@ -164,13 +165,21 @@ impl Applier<'_> {
             .collect())
     }
 
-    /// Ownership and a server-side dry run: what the live object is, if it exists.
-    async fn check_one(&self, target: &Target) -> Result<Found, CheckError> {
+    /// Ownership and a server-side dry run: what the live object is, if it exists. An object
+    /// the LIST did not find is most likely new: its dry run comes first, and when the answer
+    /// is a create's (no resourceVersion), that one request is all it costs.
+    async fn check_one(&self, target: &Target, listed: bool) -> Result<Found, CheckError> {
         let request = self.request;
         let Some((resource, namespaced)) = &target.resource else {
             return Ok(Found::default());
         };
         let api = cluster::api_for(self.client, resource, *namespaced, &target.reference);
+        if !listed
+            && let Ok(answer) = self.dry_run(&api, target, request.force_conflicts).await
+            && answer.resource_version().is_none()
+        {
+            return Ok(Found::of(target, None, &answer));
+        }
         let secret = &target.desired.value;
         let what = format!("reading {}", target.reference);
         let read = cluster::call(self.retrier, &what, || api.get_opt(&target.reference.name));

@@ -350,6 +350,29 @@ mod tests {
     }
 
     #[test]
+    fn an_inventory_is_rewritten_only_when_it_records_something_new() {
+        let before = inventory_with_commit("c1");
+        let mut next = before.clone();
+        next.updated = "later".into();
+        assert!(
+            !before.records(&next),
+            "only the time differs: a legacy name"
+        );
+        let before = Inventory {
+            legacy_name: None,
+            ..before
+        };
+        assert!(before.records(&next));
+        next.commit = "c2".into();
+        assert!(!before.records(&next));
+        next.commit = "c1".into();
+        next.objects.insert(ObjectRef::of(&serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"},
+        })));
+        assert!(!before.records(&next));
+    }
+
+    #[test]
     fn an_older_dirty_commit_reads_as_uncommitted() {
         let sha = "0123456789abcdef0123456789abcdef01234567";
         assert_eq!(inventory_with_commit(sha).commit, sha);
