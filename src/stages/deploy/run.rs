@@ -140,9 +140,10 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Applies a wave, then waits for what its answers did not show ready. Each outcome is
-    /// reported as it comes; the objects still unsettled when a limit is reached are reported
-    /// as such.
+    /// Applies a wave and waits for each object its answer did not show ready, from the
+    /// moment that answer comes: waits overlap the wave's other applies. Each outcome is
+    /// reported as it comes; the first failure ends the deploy once the wave's applies are
+    /// answered; what is still unsettled when a limit is reached is reported as such.
     async fn run_wave(
         &self,
         applier: &apply::Applier<'_>,
@@ -150,82 +151,42 @@ impl Run<'_> {
         wave: &[usize],
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
-        let applied = self.apply_wave(applier, targets, wave, report).await?;
-        let client = &self.cluster.client;
-        let waits = wait::wait_wave(
-            client,
-            self.progress,
-            targets,
-            &applied.to_wait,
-            &applied.templates_kept,
-            self.limits.deadline,
-        );
-        match self.limits.guard(waits).await {
-            Ok(waited) => settle_waits(report, &applied.positions, waited),
-            Err(stop) => {
-                for index in &applied.to_wait {
-                    let entry = &mut report.objects[applied.positions[index]];
-                    entry.result = "unknown".into();
-                    entry.message = Some("applied; whether it got ready is not known".into());
-                }
-                let waiting = applied
-                    .to_wait
-                    .iter()
-                    .map(|&i| plan::label_of(&targets[i]))
-                    .collect();
-                Err(stop.failure(report, waiting))
-            }
-        }
-    }
-
-    /// Applies the wave's objects, reporting each as its answer comes; the first failure ends
-    /// the deploy once the wave's applies are answered.
-    async fn apply_wave(
-        &self,
-        applier: &apply::Applier<'_>,
-        targets: &[Target],
-        wave: &[usize],
-        report: &mut DeployReport,
-    ) -> Result<Applied, DeployError> {
         let fence = &self.limits.fence;
         let mut answers = std::pin::pin!(applier.apply_wave(self.progress, fence, targets, wave));
-        let mut unsettled: BTreeSet<usize> = wave.iter().copied().collect();
-        let mut applied = Applied::default();
-        let mut failure = None;
-        loop {
-            let (index, op, result, duration_ms) = match self.limits.guard(answers.next()).await {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
-                Err(stop) => return Err(stopped_during(report, targets, &unsettled, stop)),
-            };
-            unsettled.remove(&index);
-            applied.positions.insert(index, report.objects.len());
-            let label = plan::label_of(&targets[index]);
-            match &result {
-                Ok(true) => self.progress.finish(&label, "ready"),
-                Ok(false) => applied.waiting(index, &targets[index]),
-                Err(e) => {
-                    failure.get_or_insert_with(|| format!("{label}: {e}"));
+        let mut waits = futures_util::stream::FuturesUnordered::new();
+        let mut wave_run = WaveRun::new(wave);
+        while !wave_run.settled(waits.is_empty()) {
+            let applying = !wave_run.unanswered.is_empty();
+            let step = self.limits.guard(async {
+                tokio::select! {
+                    Some(answer) = answers.next(), if applying => Step::Applied(answer),
+                    Some(waited) = waits.next(), if !waits.is_empty() => Step::Waited(waited),
+                    else => Step::Idle,
                 }
+            });
+            match step.await {
+                Ok(Step::Applied((index, op, result, duration_ms))) => {
+                    let target = &targets[index];
+                    if result == Ok(true) {
+                        self.progress.finish(&plan::label_of(target), "ready");
+                    }
+                    if wave_run.answered(report, target, index, op, result, duration_ms) {
+                        let any_age = target.template_kept;
+                        let client = &self.cluster.client;
+                        let (progress, deadline) = (self.progress, self.limits.deadline);
+                        waits.push(async move {
+                            let waited =
+                                wait::wait_for(client, progress, target, any_age, deadline);
+                            (index, waited.await)
+                        });
+                    }
+                }
+                Ok(Step::Waited((index, result))) => wave_run.waited(report, index, result),
+                Ok(Step::Idle) => break,
+                Err(stop) => return Err(wave_run.stopped(report, targets, stop)),
             }
-            let target = &targets[index];
-            let failed = result.is_err();
-            let mut entry = ObjectReport::new(
-                &target.desired.app,
-                &target.reference,
-                op,
-                result.err(),
-                duration_ms,
-            );
-            if !failed && let Some(note) = &target.take_back {
-                entry.message = Some(note.clone());
-            }
-            report.objects.push(entry);
         }
-        match failure {
-            Some(reason) => Err(failed(report, reason)),
-            None => Ok(applied),
-        }
+        wave_run.outcome(report)
     }
 
     /// What pruning will remove, read and checked before the first write: never a Namespace
@@ -318,84 +279,137 @@ impl Run<'_> {
     }
 }
 
-/// The deploy's failure when a limit is reached during a wave's applies: the applies not yet
-/// answered are reported as not known.
-fn stopped_during(
-    report: &mut DeployReport,
-    targets: &[Target],
-    unsettled: &BTreeSet<usize>,
-    stop: Stop,
-) -> DeployError {
-    for &index in unsettled {
-        let target = &targets[index];
-        let op = if target.live_version.is_some() {
-            Op::Update
-        } else {
-            Op::Create
-        };
-        let mut entry = ObjectReport::new(&target.desired.app, &target.reference, op, None, 0);
-        entry.result = "unknown".into();
-        entry.message = Some("sent, or about to be: whether it was applied is not known".into());
-        report.objects.push(entry);
-    }
-    let waiting = unsettled
-        .iter()
-        .map(|&i| plan::label_of(&targets[i]))
-        .collect();
-    stop.failure(report, waiting)
+/// One step of a wave: an apply answered, a wait ended, or nothing left to do.
+enum Step {
+    Applied(apply::Outcome),
+    Waited((usize, Result<(), WaitError>)),
+    Idle,
 }
 
-/// What a wave's applies left to do.
-#[derive(Default)]
-struct Applied {
-    /// Each object's line in the report.
+/// Where a wave stands: what is not answered or not ready yet, each object's line in the
+/// report, and what went wrong.
+struct WaveRun {
+    unanswered: BTreeSet<usize>,
+    waiting: BTreeSet<usize>,
     positions: BTreeMap<usize, usize>,
-    /// The objects to wait for, and those of them whose pod template the apply kept.
-    to_wait: Vec<usize>,
-    templates_kept: BTreeSet<usize>,
+    failure: Option<String>,
+    timeouts: Vec<String>,
 }
 
-impl Applied {
-    fn waiting(&mut self, index: usize, target: &Target) {
-        self.to_wait.push(index);
-        if target.template_kept {
-            self.templates_kept.insert(index);
+impl WaveRun {
+    fn new(wave: &[usize]) -> Self {
+        WaveRun {
+            unanswered: wave.iter().copied().collect(),
+            waiting: BTreeSet::new(),
+            positions: BTreeMap::new(),
+            failure: None,
+            timeouts: Vec::new(),
         }
     }
-}
 
-/// Puts each wait's outcome on its object's line; the first failure, or the timeouts, end the
-/// deploy.
-fn settle_waits(
-    report: &mut DeployReport,
-    positions: &BTreeMap<usize, usize>,
-    waited: Vec<(usize, Result<(), WaitError>)>,
-) -> Result<(), DeployError> {
-    let (mut failure, mut waiting) = (None, Vec::new());
-    for (index, result) in waited {
-        let entry = &mut report.objects[positions[&index]];
+    /// Every apply answered, and every wait ended (or, after a failure, no longer needed).
+    fn settled(&self, no_waits: bool) -> bool {
+        self.unanswered.is_empty() && (no_waits || self.failure.is_some())
+    }
+
+    /// Records an apply's answer; whether the object is to be waited for.
+    fn answered(
+        &mut self,
+        report: &mut DeployReport,
+        target: &Target,
+        index: usize,
+        op: Op,
+        result: Result<bool, String>,
+        duration_ms: u128,
+    ) -> bool {
+        self.unanswered.remove(&index);
+        self.positions.insert(index, report.objects.len());
+        let wait = matches!(result, Ok(false)) && self.failure.is_none();
+        match &result {
+            Ok(false) if wait => {
+                self.waiting.insert(index);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let label = plan::label_of(target);
+                self.failure.get_or_insert_with(|| format!("{label}: {e}"));
+            }
+        }
+        let failed = result.is_err();
+        let mut entry = ObjectReport::new(
+            &target.desired.app,
+            &target.reference,
+            op,
+            result.err(),
+            duration_ms,
+        );
+        if !failed && let Some(note) = &target.take_back {
+            entry.message = Some(note.clone());
+        }
+        report.objects.push(entry);
+        wait
+    }
+
+    /// Puts a wait's outcome on its object's line.
+    fn waited(&mut self, report: &mut DeployReport, index: usize, result: Result<(), WaitError>) {
+        self.waiting.remove(&index);
+        let entry = &mut report.objects[self.positions[&index]];
         match result {
             Ok(()) => {}
             Err(WaitError::Failed(reason)) => {
                 entry.result = "failed".into();
                 entry.message = Some(reason.clone());
-                failure.get_or_insert(reason);
+                self.failure.get_or_insert(reason);
             }
             Err(WaitError::Timeout(last)) => {
                 entry.result = "timeout".into();
                 entry.message = Some(last.clone());
-                waiting.push(last);
+                self.timeouts.push(last);
             }
         }
     }
-    if let Some(reason) = failure {
-        return Err(failed(report, reason));
+
+    /// The deploy's failure when a limit is reached: applies not yet answered, and objects
+    /// not yet ready, are reported as not known.
+    fn stopped(self, report: &mut DeployReport, targets: &[Target], stop: Stop) -> DeployError {
+        for &index in &self.waiting {
+            let entry = &mut report.objects[self.positions[&index]];
+            entry.result = "unknown".into();
+            entry.message = Some("applied; whether it got ready is not known".into());
+        }
+        for &index in &self.unanswered {
+            let target = &targets[index];
+            let op = if target.live_version.is_some() {
+                Op::Update
+            } else {
+                Op::Create
+            };
+            let mut entry = ObjectReport::new(&target.desired.app, &target.reference, op, None, 0);
+            entry.result = "unknown".into();
+            entry.message =
+                Some("sent, or about to be: whether it was applied is not known".into());
+            report.objects.push(entry);
+        }
+        let unsettled = self
+            .unanswered
+            .iter()
+            .chain(&self.waiting)
+            .map(|&i| plan::label_of(&targets[i]))
+            .collect();
+        stop.failure(report, unsettled)
     }
-    if !waiting.is_empty() {
-        return Err(DeployError::Timeout {
-            report: Box::new(report.clone()),
-            waiting,
-        });
+
+    /// The first failure, else the timeouts, end the deploy.
+    fn outcome(self, report: &DeployReport) -> Result<(), DeployError> {
+        if let Some(reason) = self.failure {
+            return Err(failed(report, reason));
+        }
+        if !self.timeouts.is_empty() {
+            return Err(DeployError::Timeout {
+                report: Box::new(report.clone()),
+                waiting: self.timeouts,
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }

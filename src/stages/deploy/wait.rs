@@ -29,42 +29,25 @@ pub(super) enum WaitError {
     Timeout(String),
 }
 
-/// Waits for every target of the wave; the first failure ends the wave (the other waits are
-/// dropped, not waited out). The pods of a workload whose template the deploy kept are its current ones, however
-/// old: their failures count (an earlier rollout's pods say nothing of a new one).
-pub(super) async fn wait_wave(
+/// Waits until the target is ready, showing the outcome. The pods of a workload whose
+/// template the deploy kept (`pods_of_any_age`) are its current ones, however old: their
+/// failures count (an earlier rollout's pods say nothing of a new one).
+pub(super) async fn wait_for(
     client: &Client,
     progress: &dyn Progress,
-    targets: &[Target],
-    wave: &[usize],
-    templates_kept: &BTreeSet<usize>,
+    target: &Target,
+    pods_of_any_age: bool,
     deadline: tokio::time::Instant,
-) -> Vec<(usize, Result<(), WaitError>)> {
-    let mut pending: futures_util::stream::FuturesUnordered<_> = wave
-        .iter()
-        .map(|&index| async move {
-            let target = &targets[index];
-            let label = label_of(target);
-            let any_age = templates_kept.contains(&index);
-            let result = wait_ready(client, progress, target, &label, any_age, deadline).await;
-            let last = match &result {
-                Ok(()) => "ready".to_string(),
-                Err(WaitError::Failed(reason)) => format!("FAILED: {reason}"),
-                Err(WaitError::Timeout(last)) => format!("TIMEOUT: {last}"),
-            };
-            progress.finish(&label, &last);
-            (index, result)
-        })
-        .collect();
-    let mut results = Vec::new();
-    while let Some((index, result)) = pending.next().await {
-        let failed = matches!(result, Err(WaitError::Failed(_)));
-        results.push((index, result));
-        if failed {
-            break;
-        }
-    }
-    results
+) -> Result<(), WaitError> {
+    let label = label_of(target);
+    let result = wait_ready(client, progress, target, &label, pods_of_any_age, deadline).await;
+    let last = match &result {
+        Ok(()) => "ready".to_string(),
+        Err(WaitError::Failed(reason)) => format!("FAILED: {reason}"),
+        Err(WaitError::Timeout(last)) => format!("TIMEOUT: {last}"),
+    };
+    progress.finish(&label, &last);
+    result
 }
 
 /// Waits with watches until the object is ready; fails at once on what will not heal.
