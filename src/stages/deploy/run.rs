@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use kube::discovery::Discovery;
 
 use super::apply;
@@ -216,15 +216,15 @@ impl Run<'_> {
         wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
         report: &DeployReport,
     ) -> Result<(), DeployError> {
-        for (app, objects) in wanted {
+        let intents = wanted.iter().map(|(app, objects)| {
             let before = previous.get(app);
             let mut union = before.map(|i| i.objects.clone()).unwrap_or_default();
             union.extend(objects.iter().cloned());
             let commit = before.map(|i| i.commit.clone()).unwrap_or_default();
-            self.write_inventory(inventories, before, app, union, commit, report)
-                .await?;
-        }
-        Ok(())
+            self.inventory(before, app, union, commit)
+        });
+        self.write_inventories(inventories, previous, intents.collect(), report)
+            .await
     }
 
     /// The inventories narrowed to what the state has, and those of deleted apps removed.
@@ -235,13 +235,13 @@ impl Run<'_> {
         wanted: &BTreeMap<String, BTreeSet<ObjectRef>>,
         report: &mut DeployReport,
     ) -> Result<(), DeployError> {
-        for (app, objects) in wanted {
+        let settled = wanted.iter().map(|(app, objects)| {
             let commit = self.request.source.commits.get(app).cloned();
-            let before = previous.get(app);
             let commit = commit.unwrap_or_default();
-            self.write_inventory(inventories, before, app, objects.clone(), commit, report)
-                .await?;
-        }
+            self.inventory(previous.get(app), app, objects.clone(), commit)
+        });
+        self.write_inventories(inventories, previous, settled.collect(), report)
+            .await?;
         for (app, gone) in previous
             .iter()
             .filter(|(app, _)| !wanted.contains_key(*app))
@@ -253,28 +253,40 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes an app's inventory (the one `before` it is replaced, whatever its form).
-    async fn write_inventory(
+    /// An app's inventory as this deploy records it (keeping the name of the one `before` it).
+    fn inventory(
         &self,
-        inventories: &Inventories,
         before: Option<&Inventory>,
         app: &str,
         objects: BTreeSet<ObjectRef>,
         commit: String,
-        report: &DeployReport,
-    ) -> Result<(), DeployError> {
-        let inventory = Inventory {
+    ) -> Inventory {
+        Inventory {
             app: app.to_string(),
             objects,
             commit,
             updated: inventory::timestamp(),
             repository: self.request.source.repository.clone(),
             legacy_name: before.and_then(|b| b.legacy_name.clone()),
-        };
-        if before.is_some_and(|b| b.records(&inventory)) {
-            return Ok(());
         }
-        let written = self.limits.guard(inventories.write(&inventory)).await;
+    }
+
+    /// Writes the inventories that record something new, `concurrency` at a time.
+    async fn write_inventories(
+        &self,
+        inventories: &Inventories,
+        previous: &BTreeMap<String, Inventory>,
+        next: Vec<Inventory>,
+        report: &DeployReport,
+    ) -> Result<(), DeployError> {
+        let changed = next
+            .iter()
+            .filter(|i| !previous.get(&i.app).is_some_and(|before| before.records(i)));
+        let writes = futures_util::stream::iter(changed)
+            .map(|inventory| inventories.write(inventory))
+            .buffer_unordered(self.request.concurrency.max(1))
+            .try_collect::<()>();
+        let written = self.limits.guard(writes).await;
         Ok(written.map_err(|stop| stop.failure(report, Vec::new()))??)
     }
 }
