@@ -611,3 +611,41 @@ async fn delete_removes_everything_and_leaves_no_inventory() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_an_earlier_wave_took_away_is_applied_again_though_the_preflight_found_it_unchanged() {
+    // A CRD replaced on every deploy takes its custom resources with it: the preflight, before
+    // the replacement, finds the Widget unchanged; its wave must see that it is gone.
+    let group = Group::new("relist");
+    let env = group.env.clone();
+    let crd_group = format!("{env}.example.com");
+    let replaced = crd(&crd_group, "Widget", "Namespaced").replace(
+        "metadata:\n",
+        "metadata:\n  annotations:\n    kapp.k14s.io/update-strategy: always-replace\n",
+    );
+    group.write("app", "crd.yaml", &replaced);
+    group.write(
+        "app",
+        "widget.yaml",
+        &format!("apiVersion: {crd_group}/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: {env}\nspec:\n  size: 3\n"),
+    );
+    let (code, _, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+
+    let (code, report, err) = tokio::task::block_in_place(|| group.deploy(&[]));
+    assert_eq!(code, 0, "{err}");
+    let ops = ops(&report);
+    assert!(
+        ops.contains(&(format!("Widget/w in {env}"), "create:ok".to_string())),
+        "{ops:?}"
+    );
+    let widgets = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        &crd_group, "v1", "Widget",
+    ));
+    let widget: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client().await, &env, &widgets);
+    assert!(
+        widget.get_opt("w").await.expect("get").is_some(),
+        "the custom resource is gone with its replaced CRD"
+    );
+}

@@ -133,7 +133,7 @@ impl Applier<'_> {
         }
     }
 
-    fn lister(&self) -> Lister<'_> {
+    pub fn lister(&self) -> Lister<'_> {
         Lister {
             client: self.client,
             retrier: self.retrier,
@@ -174,18 +174,18 @@ impl Applier<'_> {
             return Ok(Found::default());
         };
         let api = cluster::api_for(self.client, resource, *namespaced, &target.reference);
+        let secret = &target.desired.value;
+        let strategy = UpdateStrategy::of(secret).map_err(CheckError::Invalid)?;
         if !listed
             && let Ok(answer) = self.dry_run(&api, target, request.force_conflicts).await
             && answer.resource_version().is_none()
         {
             return Ok(Found::of(target, None, &answer));
         }
-        let secret = &target.desired.value;
         let what = format!("reading {}", target.reference);
         let read = cluster::call(self.retrier, &what, || api.get_opt(&target.reference.name));
         let live = read.await.map_err(|e| CheckError::of(&e, secret))?;
         self.check_owner(target, live.as_ref())?;
-        let strategy = UpdateStrategy::of(secret).map_err(CheckError::Invalid)?;
         let version = live.as_ref().and_then(|l| l.resource_version());
         let replaced = Found {
             version: version.clone(),
@@ -293,6 +293,24 @@ impl Found {
             take_back: None,
         })
     }
+}
+
+/// Checks again an object the preflight found unchanged, from what a new LIST saw of it
+/// (`None`: not found): still unchanged, or to be applied after all.
+pub(super) fn recheck(target: &mut Target, seen: Option<&Seen>) {
+    if let Some(kept) = seen.and_then(|seen| Found::kept(target, seen)) {
+        target.live_version = kept.version;
+        target.kept_ready = kept.kept_ready;
+        return;
+    }
+    target.live_version = seen.and_then(|s| {
+        s.live["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string)
+    });
+    target.kept_ready = None;
+    target.content_kept = false;
+    target.template_kept = false;
 }
 
 /// What the preflight found of an object in the cluster.

@@ -199,10 +199,12 @@ fn matches_key(item: &Value, key: &Map<String, Value>) -> bool {
     !given.is_empty() && given.iter().all(|(f, v)| equal(&item[f.as_str()], v))
 }
 
-/// Equal values, numbers by value (`1` and `1.0`).
+/// Equal values, numbers by value (`1` and `1.0`; integers exactly).
 fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            x.as_f64() == y.as_f64()
+        }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b))
         }
@@ -469,5 +471,9 @@ mod tests {
         assert!(equal(&json!(1), &json!(1.0)));
         assert!(!equal(&json!(1), &json!("1")));
         assert!(!equal(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(!equal(
+            &json!(9_007_199_254_740_993_u64),
+            &json!(9_007_199_254_740_992_u64)
+        ));
     }
 }

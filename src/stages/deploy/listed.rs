@@ -65,19 +65,29 @@ struct Kind {
 }
 
 impl Lister<'_> {
-    /// Lists every kind of the targets the cluster knows. A kind the client may not list
-    /// cluster-wide (403) is left to the per-object path.
+    /// Lists every kind of the targets the cluster knows.
     pub async fn list(&self, targets: &[Target]) -> Result<Listed, ClusterError> {
-        let mut listed: Listed = targets.iter().map(|_| None).collect();
-        let found = futures_util::stream::iter(kinds(targets))
+        let all: Vec<usize> = (0..targets.len()).collect();
+        let mut found = self.list_some(targets, &all).await?;
+        Ok(all.iter().map(|index| found.remove(index)).collect())
+    }
+
+    /// What the LISTs of their kinds find of the targets at `indexes`. A kind the client may
+    /// not list cluster-wide (403), or that cannot be listed (404, 405), is left to the
+    /// per-object path.
+    pub async fn list_some(
+        &self,
+        targets: &[Target],
+        indexes: &[usize],
+    ) -> Result<BTreeMap<usize, Seen>, ClusterError> {
+        let found = futures_util::stream::iter(kinds(targets, indexes))
             .map(|kind| self.list_kind(targets, kind))
             .buffer_unordered(KINDS_AT_ONCE)
             .collect::<Vec<_>>()
             .await;
+        let mut listed = BTreeMap::new();
         for seen in found {
-            for (index, seen) in seen? {
-                listed[index] = Some(seen);
-            }
+            listed.extend(seen?);
         }
         Ok(listed)
     }
@@ -90,7 +100,9 @@ impl Lister<'_> {
         let mut restarts = 0;
         loop {
             match self.pages(targets, &kind).await {
-                Err(kube::Error::Api(e)) if e.code == 403 => return Ok(Vec::new()),
+                Err(kube::Error::Api(e)) if [403, 404, 405].contains(&e.code) => {
+                    return Ok(Vec::new());
+                }
                 Err(kube::Error::Api(e)) if e.code == 410 && restarts < RESTARTS => restarts += 1,
                 Err(e) => {
                     let what = format!("listing {}", kind.resource.plural);
@@ -141,10 +153,12 @@ impl Lister<'_> {
     }
 }
 
-/// The targets grouped by the API resource that holds them; unknown kinds left out.
-fn kinds(targets: &[Target]) -> Vec<Kind> {
+/// The targets at `indexes` grouped by the API resource that holds them; unknown kinds left
+/// out.
+fn kinds(targets: &[Target], indexes: &[usize]) -> Vec<Kind> {
     let mut kinds: BTreeMap<(String, String, String), Kind> = BTreeMap::new();
-    for (index, target) in targets.iter().enumerate() {
+    for &index in indexes {
+        let target = &targets[index];
         let Some((resource, namespaced)) = &target.resource else {
             continue;
         };

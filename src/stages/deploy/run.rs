@@ -135,7 +135,36 @@ impl Run<'_> {
     ) -> Result<(), DeployError> {
         for wave in waves {
             plan::refresh_resources(self.cluster, self.retrier, targets, wave).await?;
+            self.recheck_kept(applier, targets, wave, report).await?;
             self.run_wave(applier, targets, wave, report).await?;
+        }
+        Ok(())
+    }
+
+    /// Once this deploy wrote something (a hook, a replaced object, an earlier wave, any of
+    /// which may change other objects), the wave's objects the preflight found unchanged are
+    /// listed again: what no longer is unchanged, or is gone, is applied.
+    async fn recheck_kept(
+        &self,
+        applier: &apply::Applier<'_>,
+        targets: &mut [Target],
+        wave: &[usize],
+        report: &DeployReport,
+    ) -> Result<(), DeployError> {
+        let wrote = report.objects.iter().any(|o| o.op != Op::Unchanged);
+        let kept: Vec<usize> = wave
+            .iter()
+            .copied()
+            .filter(|&i| targets[i].kept_ready.is_some())
+            .collect();
+        if !wrote || kept.is_empty() {
+            return Ok(());
+        }
+        let lister = applier.lister();
+        let listed = self.limits.guard(lister.list_some(targets, &kept)).await;
+        let listed = listed.map_err(|stop| stop.failure(report, Vec::new()))??;
+        for index in kept {
+            apply::recheck(&mut targets[index], listed.get(&index));
         }
         Ok(())
     }
@@ -402,11 +431,18 @@ impl WaveRun {
                 Some("sent, or about to be: whether it was applied is not known".into());
             report.objects.push(entry);
         }
+        if let Some(reason) = self.failure {
+            return failed(report, reason);
+        }
         let unsettled = self
-            .unanswered
-            .iter()
-            .chain(&self.waiting)
-            .map(|&i| plan::label_of(&targets[i]))
+            .timeouts
+            .into_iter()
+            .chain(
+                self.unanswered
+                    .iter()
+                    .chain(&self.waiting)
+                    .map(|&i| plan::label_of(&targets[i])),
+            )
             .collect();
         stop.failure(report, unsettled)
     }
