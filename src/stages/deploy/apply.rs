@@ -11,54 +11,19 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::change::comparable;
-use super::inventory::{APP_LABEL, GROUP_LABEL, foreign_owner};
+use super::inventory::foreign_owner;
 use super::lease::Fence;
 use super::listed::{Lister, Seen};
 use super::outcome::{DeployError, Op};
 use super::plan::{StateCrds, Target, defined_by_state, label_of};
 use super::prune;
 use super::ready::Readiness;
-use super::request::{COMMIT_ANNOTATION, DeployRequest, MANAGED_BY};
+use super::request::DeployRequest;
 use super::strategy::{self, UpdateStrategy};
 use crate::adapters::cluster::{self, ClusterError};
 use crate::adapters::retry::Retrier;
 use crate::formats::secrets;
 use crate::progress::Progress;
-
-/// The object as applied: umbrella's labels (its app and environment) and the state commit
-/// added.
-pub(super) fn prepared(target: &Target, env: &str, commit: Option<&String>) -> Value {
-    let mut value = target.desired.value.clone();
-    strategy::with_nonce(&mut value, deploy_nonce());
-    if let Some(metadata) = value["metadata"].as_object_mut() {
-        let labels = metadata
-            .entry("labels")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Some(labels) = labels.as_object_mut() {
-            labels.insert(MANAGED_BY.into(), "umbrella".into());
-            labels.insert(APP_LABEL.into(), target.desired.app.clone().into());
-            labels.insert(GROUP_LABEL.into(), env.into());
-        }
-        if let Some(commit) = commit {
-            let annotations = metadata
-                .entry("annotations")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(annotations) = annotations.as_object_mut() {
-                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone().into());
-            }
-        }
-    }
-    value
-}
-
-/// This deploy's value of `kapp.k14s.io/nonce`: the same for all its objects, new each run.
-fn deploy_nonce() -> &'static str {
-    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NONCE.get_or_init(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        now.map_or(0, |d| d.as_nanos()).to_string()
-    })
-}
 
 /// The objects whose kind neither the cluster nor a CRD of the state defines.
 fn unknown_kinds(targets: &[Target], state_crds: &StateCrds) -> Vec<String> {
@@ -243,7 +208,7 @@ impl Applier<'_> {
         let request = self.request;
         let params = cluster::apply_params(force).dry_run();
         let commit = request.source.commits.get(&target.desired.app);
-        let object = prepared(target, &request.group.env, commit);
+        let object = target.applied(&request.group.env, commit);
         let patch = Patch::Apply(&object);
         let what = format!("dry run of {}", target.reference);
         cluster::call(self.retrier, &what, || {
@@ -477,7 +442,7 @@ impl<'a> Applier<'a> {
         let force = request.force_conflicts || target.take_back.is_some();
         let params = cluster::apply_params(force);
         let commit = request.source.commits.get(&target.desired.app);
-        let object = prepared(target, &request.group.env, commit);
+        let object = target.applied(&request.group.env, commit);
         let patch = Patch::Apply(&object);
         let what = format!("applying {}", target.reference);
         // Retries, too, end when the lock is lost: the deploy's guard drops them.

@@ -12,7 +12,7 @@ use kube::discovery::Discovery;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::apply::{describe_apply_error, prepared};
+use super::apply::describe_apply_error;
 use super::inventory::foreign_owner;
 use super::listed::{Lister, Seen};
 use super::outcome::Op;
@@ -96,7 +96,7 @@ impl Comparison<'_> {
             report.op = Op::Unchanged;
             return (report, Some(seen.live));
         }
-        let object = prepared(target, self.env, self.commits.get(&target.desired.app));
+        let object = target.applied(self.env, self.commits.get(&target.desired.app));
         let Some((resource, namespaced)) = &target.resource else {
             self.unknown_kind(target, &object, &mut report);
             return (report, None);

@@ -11,7 +11,6 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::Value;
 
-use super::apply::prepared;
 use super::fields;
 use super::inventory::GROUP_LABEL;
 use super::plan::Target;
@@ -144,7 +143,7 @@ impl Lister<'_> {
 
     fn compared(&self, target: &Target, item: &DynamicObject) -> Seen {
         let mut live = cluster::with_type(item, &target.reference);
-        let applied = prepared(target, self.env, self.commits.get(&target.desired.app));
+        let applied = target.applied(self.env, self.commits.get(&target.desired.app));
         let difference = fields::difference(&live, &applied, cluster::FIELD_MANAGER);
         if let Some(metadata) = live["metadata"].as_object_mut() {
             metadata.remove("managedFields");

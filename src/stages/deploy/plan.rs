@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use kube::api::ApiResource;
 use kube::discovery::Discovery;
+use serde_json::Value;
 
 use super::desired::Desired;
 use super::hooks::{HOOK, Hook, Operation};
+use super::inventory::{APP_LABEL, GROUP_LABEL};
 use super::order;
 use super::outcome::DeployError;
 use super::ready::{self, Readiness};
 use super::removal::Owned;
+use super::request::{COMMIT_ANNOTATION, MANAGED_BY};
+use super::strategy;
 use crate::adapters::cluster::{self, Cluster};
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
@@ -76,6 +80,32 @@ pub(super) fn wanted_by_app(targets: &[Target]) -> BTreeMap<String, BTreeSet<Obj
 }
 
 impl Target {
+    /// The object as applied: umbrella's labels (its app and environment) and the state commit
+    /// added.
+    pub fn applied(&self, env: &str, commit: Option<&String>) -> Value {
+        let mut value = self.desired.value.clone();
+        strategy::with_nonce(&mut value, deploy_nonce());
+        if let Some(metadata) = value["metadata"].as_object_mut() {
+            let labels = metadata
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert(MANAGED_BY.into(), "umbrella".into());
+                labels.insert(APP_LABEL.into(), self.desired.app.clone().into());
+                labels.insert(GROUP_LABEL.into(), env.into());
+            }
+            if let Some(commit) = commit {
+                let annotations = metadata
+                    .entry("annotations")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(annotations) = annotations.as_object_mut() {
+                    annotations.insert(COMMIT_ANNOTATION.into(), commit.clone().into());
+                }
+            }
+        }
+        value
+    }
+
     /// The live object's readiness: a hook Pod is done when it succeeded, as helm has it;
     /// everything else by its kind's rule.
     pub fn readiness(&self, live: &serde_json::Value) -> Readiness {
@@ -86,6 +116,15 @@ impl Target {
             ready::readiness(live)
         }
     }
+}
+
+/// This deploy's value of `kapp.k14s.io/nonce`: the same for all its objects, new each run.
+fn deploy_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(0, |d| d.as_nanos()).to_string()
+    })
 }
 
 /// (group, kind) -> namespaced, for every CRD of the state.
