@@ -468,3 +468,62 @@ impl<'a> Applier<'a> {
         Ok((op, ready))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::stages::deploy::plan::test_target;
+
+    fn config_map(annotations: Value) -> Target {
+        test_target(
+            "e-a",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "x", "namespace": "n", "annotations": annotations}}),
+        )
+    }
+
+    fn seen(version: &str, difference: Option<&str>) -> Seen {
+        Seen {
+            live: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "x", "namespace": "n", "resourceVersion": version}}),
+            difference: difference.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn an_object_found_unchanged_again_stays_unwritten() {
+        let mut target = config_map(json!({}));
+        recheck(&mut target, Some(&seen("8", None)));
+        assert_eq!(target.kept_ready, Some(true));
+        assert_eq!(target.live_version.as_deref(), Some("8"));
+    }
+
+    #[test]
+    fn an_object_changed_or_gone_since_the_preflight_is_applied() {
+        let mut changed = config_map(json!({}));
+        changed.kept_ready = Some(true);
+        changed.content_kept = true;
+        recheck(
+            &mut changed,
+            Some(&seen("9", Some(".data.k holds another value"))),
+        );
+        assert_eq!(changed.kept_ready, None);
+        assert!(!changed.content_kept);
+        assert_eq!(changed.live_version.as_deref(), Some("9"));
+
+        let mut gone = config_map(json!({}));
+        gone.kept_ready = Some(true);
+        gone.live_version = Some("8".into());
+        recheck(&mut gone, None);
+        assert_eq!(gone.kept_ready, None);
+        assert_eq!(gone.live_version, None, "it is created again");
+    }
+
+    #[test]
+    fn an_object_replaced_on_every_deploy_is_never_kept() {
+        let target = config_map(json!({strategy::UPDATE_STRATEGY: "always-replace"}));
+        assert!(Found::kept(&target, &seen("8", None)).is_none());
+    }
+}

@@ -272,27 +272,49 @@ impl HookPlan {
     }
 }
 
+/// A target of app `app` the cluster does not resolve, for unit tests.
+#[cfg(test)]
+pub(super) fn test_target(app: &str, yaml: Value) -> Target {
+    let desired = Desired {
+        app: app.into(),
+        file: format!("{app}/x.yaml").into(),
+        value: yaml,
+    };
+    Target {
+        reference: desired.reference(),
+        desired,
+        resource: None,
+        live_version: None,
+        template_kept: false,
+        content_kept: false,
+        kept_ready: None,
+        replace: false,
+        take_back: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn target(app: &str, yaml: serde_json::Value) -> Target {
-        let desired = Desired {
-            app: app.into(),
-            file: format!("{app}/x.yaml").into(),
-            value: yaml,
-        };
-        Target {
-            reference: desired.reference(),
-            desired,
-            resource: None,
-            live_version: None,
-            template_kept: false,
-            content_kept: false,
-            kept_ready: None,
-            replace: false,
-            take_back: None,
-        }
+    use super::test_target as target;
+
+    #[test]
+    fn an_object_is_applied_with_umbrella_s_labels_commit_and_a_fresh_nonce() {
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "n", "annotations": {strategy::NONCE: ""}}});
+        let applied = target("e-a", object).applied("e", Some(&"c1".to_string()));
+        let labels = &applied["metadata"]["labels"];
+        assert_eq!(labels[APP_LABEL], "e-a");
+        assert_eq!(labels[GROUP_LABEL], "e");
+        assert_eq!(labels[MANAGED_BY], "umbrella");
+        let annotations = &applied["metadata"]["annotations"];
+        assert_eq!(annotations[COMMIT_ANNOTATION], "c1");
+        assert!(
+            annotations[strategy::NONCE]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+        );
     }
 
     fn widget_crd() -> serde_json::Value {
