@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::Api;
 use serde_json::Value;
 
-use common::group::{Group, client, crd, image};
+use common::group::{Group, client, crd, image, widgets};
 use common::{testenv, umbrella, unique};
 
 fn ops(report: &Value) -> Vec<(String, String)> {
@@ -197,10 +197,7 @@ async fn a_job_runs_before_a_deployment_and_a_crd_before_its_resources() {
         created.0 >= completed.0,
         "the Deployment was created before the Job completed"
     );
-    let widgets = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        &crd_group, "v1", "Widget",
-    ));
-    let widget: Api<kube::api::DynamicObject> = Api::namespaced_with(client, &env, &widgets);
+    let widget = widgets(&crd_group, &env).await;
     assert!(
         widget.get_opt("w").await.expect("get").is_some(),
         "the custom resource was applied after its CRD"
@@ -639,11 +636,7 @@ async fn what_an_earlier_wave_took_away_is_applied_again_though_the_preflight_fo
         ops.contains(&(format!("Widget/w in {env}"), "create:ok".to_string())),
         "{ops:?}"
     );
-    let widgets = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        &crd_group, "v1", "Widget",
-    ));
-    let widget: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client().await, &env, &widgets);
+    let widget = widgets(&crd_group, &env).await;
     assert!(
         widget.get_opt("w").await.expect("get").is_some(),
         "the custom resource is gone with its replaced CRD"

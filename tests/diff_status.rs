@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::Value;
 
-use common::group::{Group, client, crd, image, kubectl_quietly};
+use common::group::{Group, client, crd, image, kubectl_quietly, widgets};
 
 fn diff(group: &Group, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec!["--exit-code", "-o", "json"];
@@ -765,10 +765,10 @@ async fn an_unchanged_group_is_read_with_lists_and_drift_is_still_repaired() {
         all.extend(args);
         kubectl(&all);
     };
-    let widgets = format!("widgets.{crd_group}");
+    let resource = format!("widgets.{crd_group}");
     kubectl_widget(&[
         "patch",
-        &widgets,
+        &resource,
         "w2",
         "--type",
         "merge",
@@ -777,7 +777,7 @@ async fn an_unchanged_group_is_read_with_lists_and_drift_is_still_repaired() {
     ]);
     kubectl_widget(&[
         "patch",
-        &widgets,
+        &resource,
         "w3",
         "--type",
         "json",
@@ -786,12 +786,12 @@ async fn an_unchanged_group_is_read_with_lists_and_drift_is_still_repaired() {
     ]);
     kubectl_widget(&[
         "label",
-        &widgets,
+        &resource,
         "w1",
         "umbrella.dev/group-",
         "umbrella.dev/app-",
     ]);
-    kubectl_widget(&["delete", &widgets, "w4"]);
+    kubectl_widget(&["delete", &resource, "w4"]);
     let before = requests_to(&crd_group);
     let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
     assert_eq!(code, 2, "{err}\n{report}");
@@ -830,10 +830,7 @@ async fn an_unchanged_group_is_read_with_lists_and_drift_is_still_repaired() {
 
     let (code, report, err) = tokio::task::block_in_place(|| diff(&group, &[]));
     assert_eq!(code, 0, "repaired: {err}\n{report}");
-    let api = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        &crd_group, "v1", "Widget",
-    ));
-    let live: Api<kube::api::DynamicObject> = Api::namespaced_with(client().await, &env, &api);
+    let live = widgets(&crd_group, &env).await;
     let w1 = live.get("w1").await.expect("w1");
     assert_eq!(
         w1.metadata

@@ -275,6 +275,13 @@ pub fn crd(group: &str, kind: &str, scope: &str) -> String {
     )
 }
 
+/// The Widgets (of [`crd`]) of API group `group` in `namespace`.
+pub async fn widgets(group: &str, namespace: &str) -> kube::Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(group, "v1", "Widget");
+    let resource = kube::discovery::ApiResource::from_gvk(&gvk);
+    kube::Api::namespaced_with(client().await, namespace, &resource)
+}
+
 pub fn image() -> String {
     testenv("UMBRELLA_TEST_THIRD_PARTY_IMAGE")
 }

@@ -240,6 +240,16 @@ impl Found {
         }
     }
 
+    /// Puts what was found on the target.
+    fn record_on(self, target: &mut Target) {
+        target.live_version = self.version;
+        target.template_kept = self.template_kept;
+        target.content_kept = self.content_kept;
+        target.kept_ready = self.kept_ready;
+        target.replace = self.replace;
+        target.take_back = self.take_back;
+    }
+
     /// What the LIST showed of an object an apply would not change: nothing to check or
     /// write (an object replaced on every deploy excepted).
     fn kept(target: &Target, seen: &Seen) -> Option<Self> {
@@ -248,9 +258,7 @@ impl Found {
         }
         let live = &seen.live;
         Some(Found {
-            version: live["metadata"]["resourceVersion"]
-                .as_str()
-                .map(str::to_string),
+            version: seen.version(),
             template_kept: live["spec"]["template"].is_object(),
             content_kept: true,
             kept_ready: Some(target.readiness(live) == Readiness::Ready),
@@ -263,19 +271,12 @@ impl Found {
 /// Checks again an object the preflight found unchanged, from what a new LIST saw of it
 /// (`None`: not found): still unchanged, or to be applied after all.
 pub(super) fn recheck(target: &mut Target, seen: Option<&Seen>) {
-    if let Some(kept) = seen.and_then(|seen| Found::kept(target, seen)) {
-        target.live_version = kept.version;
-        target.kept_ready = kept.kept_ready;
-        return;
-    }
-    target.live_version = seen.and_then(|s| {
-        s.live["metadata"]["resourceVersion"]
-            .as_str()
-            .map(str::to_string)
-    });
-    target.kept_ready = None;
-    target.content_kept = false;
-    target.template_kept = false;
+    let found = seen.and_then(|seen| Found::kept(target, seen));
+    let changed = || Found {
+        version: seen.and_then(Seen::version),
+        ..Found::default()
+    };
+    found.unwrap_or_else(changed).record_on(target);
 }
 
 /// What the preflight found of an object in the cluster.
@@ -307,12 +308,7 @@ fn record_checks(
         let place = format!("{}: {}", target.desired.file.display(), target.reference);
         match check {
             Ok(found) => {
-                target.live_version = found.version;
-                target.template_kept = found.template_kept;
-                target.content_kept = found.content_kept;
-                target.kept_ready = found.kept_ready;
-                target.replace = found.replace;
-                target.take_back = found.take_back;
+                found.record_on(target);
             }
             Err(CheckError::Invalid(problem)) => problems.push(format!("{place}: {problem}")),
             Err(CheckError::Cluster(problem)) => {

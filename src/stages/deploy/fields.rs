@@ -156,7 +156,7 @@ fn same_member(
     path: &mut Vec<String>,
 ) -> Result<(), String> {
     let set_member = format!("v:{item}");
-    if let Some((_, _)) = members.iter().find(|(k, _)| **k == set_member) {
+    if members.iter().any(|(k, _)| **k == set_member) {
         return if equal(item, live) {
             Ok(())
         } else {

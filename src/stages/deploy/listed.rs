@@ -34,6 +34,12 @@ pub(super) struct Seen {
 }
 
 impl Seen {
+    /// The live object's resourceVersion.
+    pub fn version(&self) -> Option<String> {
+        let version = self.live["metadata"]["resourceVersion"].as_str();
+        version.map(str::to_string)
+    }
+
     /// An apply would leave the object as it is, and it is not replaced on every deploy.
     pub fn kept(&self, target: &Target) -> bool {
         let strategy = UpdateStrategy::of(&target.desired.value);

@@ -48,16 +48,9 @@ pub(super) type StateCrds = BTreeMap<(String, String), bool>;
 pub(super) fn targets_of(desired: Vec<Desired>, discovery: &Discovery) -> Vec<Target> {
     desired
         .into_iter()
-        .map(|d| Target {
-            reference: d.reference(),
-            resource: cluster::resolve(discovery, &d.reference()),
-            desired: d,
-            live_version: None,
-            template_kept: false,
-            content_kept: false,
-            kept_ready: None,
-            replace: false,
-            take_back: None,
+        .map(|d| {
+            let resource = cluster::resolve(discovery, &d.reference());
+            Target::new(d, resource)
         })
         .collect()
 }
@@ -80,6 +73,21 @@ pub(super) fn wanted_by_app(targets: &[Target]) -> BTreeMap<String, BTreeSet<Obj
 }
 
 impl Target {
+    /// The object, reached through `resource`, before the preflight found anything of it.
+    pub fn new(desired: Desired, resource: Option<(ApiResource, bool)>) -> Self {
+        Target {
+            reference: desired.reference(),
+            desired,
+            resource,
+            live_version: None,
+            template_kept: false,
+            content_kept: false,
+            kept_ready: None,
+            replace: false,
+            take_back: None,
+        }
+    }
+
     /// The object as applied: umbrella's labels (its app and environment) and the state commit
     /// added.
     pub fn applied(&self, env: &str, commit: Option<&String>) -> Value {
@@ -280,17 +288,7 @@ pub(super) fn test_target(app: &str, yaml: Value) -> Target {
         file: format!("{app}/x.yaml").into(),
         value: yaml,
     };
-    Target {
-        reference: desired.reference(),
-        desired,
-        resource: None,
-        live_version: None,
-        template_kept: false,
-        content_kept: false,
-        kept_ready: None,
-        replace: false,
-        take_back: None,
-    }
+    Target::new(desired, None)
 }
 
 #[cfg(test)]
