@@ -24,6 +24,18 @@ start_daemon() {
   echo "$1" >"$dir/exe"
   setsid nohup "$@" >"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
+  await_exec "$!" "$1"
+}
+
+# await_exec PID PROGRAM: until the forked shell has exec'd, /proc/PID/cmdline is this script's,
+# and daemon_running would call a healthy start dead (a CI run failed on exactly that race).
+await_exec() {
+  local pid=$1 program=$2 i
+  for i in $(seq 1 100); do
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$program" && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.02
+  done
 }
 
 # fail_daemon NAME REASON: name the component, show the tail of its log, stop.
