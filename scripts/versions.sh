@@ -7,6 +7,8 @@ HELM_VERSION=v3.19.5
 HELM_KUBE_VERSION=1.34
 KWOK_VERSION=v0.8.0
 ACTIONLINT_VERSION=v1.7.12
+# sops, for encrypted values files (with age keys; age and age-keygen come from Debian's `age`).
+SOPS_VERSION=v3.13.3
 # Registry C, the token-auth registry (Debian's docker-registry serves A and B).
 DISTRIBUTION_VERSION=v3.1.2
 # Only for the benchmarks that compare umbrella with them.

@@ -110,6 +110,8 @@ build_all_tools() {
   install_go_module kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
   install_kwok_stages
   install_go_module actionlint "$ACTIONLINT_VERSION" github.com/rhysd/actionlint/cmd/actionlint
+  # sops' go.mod has no replace lines, so a plain `go install` builds it.
+  install_go_module sops "$SOPS_VERSION" github.com/getsops/sops/v3/cmd/sops
   install_go_module registry "$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
   build_own_program token-server
   build_etcd
@@ -154,9 +156,20 @@ build_carvel() {
 tools_path() {
   local p="" d
   for d in "$(go_tool_dir helm "$(helm_key)")" "$(go_tool_dir kwok "$KWOK_VERSION")" \
-    "$(go_tool_dir actionlint "$ACTIONLINT_VERSION")" "$(go_tool_dir etcd "$ETCD_VERSION")" \
-        "$(go_tool_dir kubernetes "$K8S_VERSION")" "$(go_tool_dir kbld "$KBLD_VERSION")" "$(go_tool_dir kapp "$KAPP_VERSION")"; do
+    "$(go_tool_dir actionlint "$ACTIONLINT_VERSION")" "$(go_tool_dir sops "$SOPS_VERSION")" \
+    "$(go_tool_dir etcd "$ETCD_VERSION")" "$(go_tool_dir kubernetes "$K8S_VERSION")" "$(go_tool_dir kbld "$KBLD_VERSION")" "$(go_tool_dir kapp "$KAPP_VERSION")"; do
     p="$p${p:+:}$d/bin"
   done
   echo "$p"
+}
+
+# The programs tests and the demo call by name; `up` fails naming any missing from PATH.
+# (kbld and kapp are built only by `bench-tools`, so they are not listed.)
+ENV_TOOLS=(helm kwok kubectl kube-apiserver kube-controller-manager kube-scheduler etcd actionlint sops age age-keygen)
+
+# check_tools: each of ENV_TOOLS is an executable on PATH (call after PATH has tools_path).
+check_tools() {
+  local t missing=()
+  for t in "${ENV_TOOLS[@]}"; do command -v "$t" >/dev/null || missing+=("$t"); done
+  [ ${#missing[@]} -eq 0 ] || die "missing from PATH after the build: ${missing[*]} (PATH=$PATH)"
 }

@@ -2,7 +2,9 @@
 //! charts render exactly as they do with the team's own helm.
 
 use std::path::PathBuf;
+use std::process::Stdio;
 
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// helm could not be run or answered something unexpected.
@@ -14,6 +16,19 @@ pub enum HelmError {
     Failed { args: String, stderr: String },
     #[error("helm version `{0}` is not supported: umbrella needs helm v3 or v4")]
     Unsupported(String),
+}
+
+impl HelmError {
+    /// The same error with `scrub` applied to what helm said (it may repeat values it was given).
+    pub fn scrubbed(self, scrub: impl Fn(&str) -> String) -> Self {
+        match self {
+            HelmError::Failed { args, stderr } => HelmError::Failed {
+                args,
+                stderr: scrub(&stderr),
+            },
+            other => other,
+        }
+    }
 }
 
 /// The helm binary: `$UMBRELLA_HELM`, else `helm` on PATH.
@@ -37,15 +52,37 @@ pub fn resolved_program() -> PathBuf {
 
 /// Runs helm with `args` and returns its standard output.
 pub async fn run(args: &[&str]) -> Result<String, HelmError> {
+    run_with_input(args, None).await
+}
+
+/// Runs helm with `args`, `input` on its standard input (`--values -` reads it: values that
+/// must never be in a file), and returns its standard output.
+pub async fn run_with_input(args: &[&str], input: Option<&str>) -> Result<String, HelmError> {
     let program = program();
-    let output = Command::new(&program)
+    let not_runnable = |e: std::io::Error| HelmError::NotRunnable {
+        program: program.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut child = Command::new(&program)
         .args(args)
-        .output()
-        .await
-        .map_err(|e| HelmError::NotRunnable {
-            program: program.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(not_runnable)?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        // helm reads all of its input before it writes: no deadlock with a full stdout pipe.
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(not_runnable)?;
+    }
+    let output = child.wait_with_output().await.map_err(not_runnable)?;
     if !output.status.success() {
         return Err(HelmError::Failed {
             args: args.join(" "),

@@ -149,12 +149,18 @@ pub struct RenderArgs {
     /// The build stage's images lock.
     #[arg(long = "lock", default_value = DEFAULT_BUILD_LOCK)]
     pub build_lock: PathBuf,
-    /// Write Secrets in plain text into the state (refused by default).
+    /// Write Secrets in plain text into the state (by default they are SOPS-encrypted to the
+    /// recipients of .sops.yaml's matching creation rule, or refused without one).
     #[arg(long)]
     pub allow_plaintext_secrets: bool,
     /// Render to memory and compare with umbrella-state/ENV: exit 1 with a diff if they differ.
+    /// Without an age key, Secrets are compared but for their values, and listed (exit 1).
     #[arg(long)]
     pub check: bool,
+    /// With --check and no age key: pass when everything but the Secrets' values matches (for
+    /// pull requests from forks, which get no keys).
+    #[arg(long, requires = "check")]
+    pub check_without_secrets: bool,
     #[arg(long, short = 'o', value_enum, default_value_t)]
     pub output: OutputFormat,
 }
@@ -176,6 +182,7 @@ impl RenderArgs {
             build_lock: root.join(&self.build_lock),
             allow_plaintext_secrets: self.allow_plaintext_secrets,
             check: self.check,
+            check_without_secrets: self.check_without_secrets,
         }
     }
 

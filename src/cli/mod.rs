@@ -138,10 +138,7 @@ fn print_render(
     };
     match rendered {
         Ok(rendered) if args.check => {
-            eprintln!(
-                "umbrella {command}: {} is up to date",
-                rendered.state_dir.display()
-            );
+            eprintln!("umbrella {command}: {}", report::check_verdict(rendered));
             Ok(())
         }
         Ok(rendered) => print(|out| report::write_render(out, rendered, args.output)),

@@ -13,5 +13,6 @@ pub mod manifest;
 pub mod names;
 pub mod object_ref;
 pub mod secrets;
+pub mod sops;
 pub mod sources;
 pub mod yaml;

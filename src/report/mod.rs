@@ -17,5 +17,5 @@ pub use diff::write_diff;
 pub use doctor::write_checks;
 pub use history::write_history;
 pub use output::{ColorChoice, OutputFormat};
-pub use render::write_render;
+pub use render::{check_verdict, write_render};
 pub use status::write_status;

@@ -23,6 +23,12 @@ pub fn write_render(
         writeln!(out, "image {} -> {}", image.image, image.new_image)?;
     }
     write_retries(out, &rendered.retries)?;
+    for secret in &rendered.encrypted_without_key {
+        writeln!(
+            out,
+            "secret {secret}: encrypted anew without comparing with the committed file (no age key opens it)"
+        )?;
+    }
     writeln!(out, "{}", capabilities_line(&rendered.capabilities))?;
     writeln!(
         out,
@@ -30,6 +36,18 @@ pub fn write_render(
         rendered.env,
         rendered.state_dir.display(),
         rendered.registry_lookups
+    )
+}
+
+/// `render --check`'s verdict when the state matched.
+pub fn check_verdict(rendered: &Rendered) -> String {
+    let dir = rendered.state_dir.display();
+    if rendered.unverified_secrets.is_empty() {
+        return format!("{dir} is up to date");
+    }
+    format!(
+        "{dir} is up to date but for the values of these Secrets, not compared without an age key:\n  {}",
+        rendered.unverified_secrets.join("\n  ")
     )
 }
 

@@ -75,7 +75,8 @@ fn hooks_of(
     env: &str,
     discovery: &Discovery,
 ) -> Result<HookPlan, DeployError> {
-    let desired = desired::load(&source.dir, env).map_err(DeployError::Invalid)?;
+    let desired = desired::load(&source.dir, env, desired::Encrypted::NamesOnly)
+        .map_err(DeployError::Invalid)?;
     let state_crds = plan::crds_in_state(&desired);
     let (_, found) = hooks::split(desired).map_err(DeployError::Invalid)?;
     HookPlan::new(found, discovery, &state_crds)

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::formats::layout::AppId;
 use crate::formats::manifest;
 use crate::formats::object_ref::ObjectRef;
+use crate::formats::sops::{self, Keys};
 
 /// One object to deploy, with its app and the file it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,9 +77,29 @@ fn plain_kind(path: &Path) -> Result<Plain, String> {
     }
 }
 
+/// What becomes of SOPS-encrypted state files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encrypted {
+    /// Decrypted with the age keys sops would find (a file that does not is a problem).
+    Decrypt,
+    /// Read only for what they name (their values stay encrypted): for a delete.
+    NamesOnly,
+}
+
 /// Reads every app of the state directory. All problems are returned together.
-pub fn load(state_dir: &Path, env: &str) -> Result<Vec<Desired>, Vec<String>> {
+pub fn load(
+    state_dir: &Path,
+    env: &str,
+    encrypted: Encrypted,
+) -> Result<Vec<Desired>, Vec<String>> {
     let apps = app_dirs(state_dir, env)?;
+    let keys = std::cell::OnceCell::new();
+    let open = |file: &Path, document: Value| match encrypted {
+        _ if !sops::is_encrypted(&document) => Ok(document),
+        Encrypted::Decrypt => sops::decrypt(&document, keys.get_or_init(Keys::from_environment))
+            .map_err(|e| format!("{}: cannot decrypt: {e}", file.display())),
+        Encrypted::NamesOnly => Ok(names_only(&document)),
+    };
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     for (app, dir) in apps {
@@ -88,7 +109,13 @@ pub fn load(state_dir: &Path, env: &str) -> Result<Vec<Desired>, Vec<String>> {
             continue;
         }
         for file in files {
-            match read_objects(&file) {
+            let read = read_objects(&file).and_then(|values| {
+                values
+                    .into_iter()
+                    .map(|value| open(&file, value))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match read {
                 Ok(values) => objects.extend(values.into_iter().map(|value| Desired {
                     app: app.clone(),
                     file: file.clone(),
@@ -104,6 +131,16 @@ pub fn load(state_dir: &Path, env: &str) -> Result<Vec<Desired>, Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// An encrypted object without its values (nor its SOPS metadata).
+fn names_only(document: &Value) -> Value {
+    let mut object = sops::stand_ins(document);
+    if let Value::Object(map) = &mut object {
+        map.shift_remove("data");
+        map.shift_remove("stringData");
+    }
+    object
 }
 
 fn read_objects(file: &Path) -> Result<Vec<Value>, String> {
@@ -207,7 +244,7 @@ mod tests {
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: p\n",
         );
         write(dir.path(), "images.lock.yaml", "ignored: true\n");
-        let problems = load(dir.path(), "production").unwrap_err();
+        let problems = load(dir.path(), "production", Encrypted::Decrypt).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].contains("ConfigMap/x in p is defined twice")
@@ -215,7 +252,7 @@ mod tests {
             "{problems:?}"
         );
         std::fs::remove_dir_all(dir.path().join("b")).unwrap();
-        let objects = load(dir.path(), "production").unwrap();
+        let objects = load(dir.path(), "production", Encrypted::Decrypt).unwrap();
         assert_eq!(objects.len(), 1);
         assert_eq!(objects[0].app, "production-a");
     }
@@ -224,7 +261,7 @@ mod tests {
     fn parse_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a/bad.yaml", "apiVersion: v1\nkind: [\n");
-        let problems = load(dir.path(), "e").unwrap_err();
+        let problems = load(dir.path(), "e", Encrypted::Decrypt).unwrap_err();
         assert!(problems[0].contains("a/bad.yaml: line"), "{problems:?}");
     }
 }

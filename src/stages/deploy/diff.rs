@@ -80,7 +80,8 @@ impl DiffReport {
 /// delete. Nothing is written: updates are server-side dry runs.
 pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError> {
     let env = &request.group.env;
-    let desired = desired::load(&request.source.dir, env).map_err(DeployError::Invalid)?;
+    let desired = desired::load(&request.source.dir, env, desired::Encrypted::Decrypt)
+        .map_err(DeployError::Invalid)?;
     let state_crds = plan::crds_in_state(&desired);
     let (desired, hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;
     let retrier = Retrier::default();

@@ -53,8 +53,12 @@ pub async fn deploy(
     progress: Arc<dyn Progress>,
 ) -> Result<DeployReport, DeployError> {
     let started = Instant::now();
-    let desired =
-        desired::load(&request.source.dir, &request.group.env).map_err(DeployError::Invalid)?;
+    let desired = desired::load(
+        &request.source.dir,
+        &request.group.env,
+        desired::Encrypted::Decrypt,
+    )
+    .map_err(DeployError::Invalid)?;
     let state_crds = plan::crds_in_state(&desired);
     let (desired, hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;
     let retrier = Retrier::reporting(progress.clone());

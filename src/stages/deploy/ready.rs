@@ -70,6 +70,8 @@ pub fn readiness(object: &Value) -> Readiness {
         ("batch", "Job") => job(object),
         ("", "Pod") => pod(object),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crd(object),
+        ("bitnami.com", "SealedSecret") => sealed_secret(object),
+        ("external-secrets.io", "ExternalSecret") => external_secret(object),
         ("apiregistration.k8s.io", "APIService") => {
             if condition_is(object, "Available", "True") {
                 Readiness::Ready
@@ -224,6 +226,27 @@ fn crd(c: &Value) -> Readiness {
         Readiness::Ready
     } else {
         Readiness::Waiting("waiting for the CRD to be established".into())
+    }
+}
+
+/// Unsealed by the sealed-secrets controller: `Synced` True for the current generation; False is
+/// a sealing error that waiting does not mend (wrong key, wrong name or namespace).
+fn sealed_secret(s: &Value) -> Readiness {
+    let current = s["status"]["observedGeneration"].is_null() || observed(s);
+    match condition(s, "Synced").map(|c| &c["status"]) {
+        Some(status) if current && status == "True" => Readiness::Ready,
+        Some(status) if current && status == "False" => Readiness::Failed(message_of(s, "Synced")),
+        _ => Readiness::Waiting("waiting for the sealed-secrets controller to unseal it".into()),
+    }
+}
+
+/// Fetched by the External Secrets Operator: `Ready` True. Until then (no condition yet, or a
+/// provider error it retries) it waits, and says why.
+fn external_secret(e: &Value) -> Readiness {
+    match condition(e, "Ready") {
+        Some(c) if c["status"] == "True" => Readiness::Ready,
+        Some(_) => Readiness::Waiting(message_of(e, "Ready")),
+        None => Readiness::Waiting("waiting for the External Secrets Operator to sync it".into()),
     }
 }
 
@@ -443,6 +466,40 @@ mod tests {
         assert_eq!(readiness(&cm), Readiness::Ready);
         let cr = json!({"apiVersion": "x.io/v1", "kind": "Thing", "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Reconciling"}]}});
         assert!(matches!(readiness(&cr), Readiness::Waiting(_)));
+    }
+
+    #[test]
+    fn sealed_secrets_need_synced_and_external_secrets_ready() {
+        let sealed = |status: Value| json!({"apiVersion": "bitnami.com/v1alpha1", "kind": "SealedSecret", "metadata": {"generation": 2}, "status": status});
+        let synced = |s: &str, generation: i64| {
+            sealed(
+                json!({"observedGeneration": generation, "conditions": [{"type": "Synced", "status": s, "reason": "ErrUnsealFailed", "message": "no key could decrypt secret (password)"}]}),
+            )
+        };
+        assert!(matches!(
+            readiness(&sealed(Value::Null)),
+            Readiness::Waiting(_)
+        ));
+        assert_eq!(readiness(&synced("True", 2)), Readiness::Ready);
+        assert!(matches!(
+            readiness(&synced("True", 1)),
+            Readiness::Waiting(_)
+        ));
+        assert_eq!(
+            readiness(&synced("False", 2)),
+            Readiness::Failed("ErrUnsealFailed: no key could decrypt secret (password)".into())
+        );
+        let external = |conditions: Value| json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "status": {"conditions": conditions}});
+        assert!(
+            matches!(readiness(&external(Value::Null)), Readiness::Waiting(m) if m.contains("External Secrets Operator"))
+        );
+        assert!(
+            matches!(readiness(&external(json!([{"type": "Ready", "status": "False", "reason": "SecretSyncedError", "message": "could not get secret data from provider"}]))), Readiness::Waiting(m) if m.contains("could not get secret data"))
+        );
+        assert_eq!(
+            readiness(&external(json!([{"type": "Ready", "status": "True"}]))),
+            Readiness::Ready
+        );
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, Deplo
         .await?;
     let scratch = tempfile::tempdir().map_err(DeployError::Scratch)?;
     let unreadable = export_live_states(&request.root, env, &inventories, scratch.path());
-    let desired = desired::load(scratch.path(), env).map_err(DeployError::Invalid)?;
+    let desired = desired::load(scratch.path(), env, desired::Encrypted::Decrypt)
+        .map_err(DeployError::Invalid)?;
     let state_crds = plan::crds_in_state(&desired);
     // Hooks are not the app's objects: gone after they ran is how they should be.
     let (desired, _hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;

@@ -6,6 +6,8 @@ pub mod capabilities;
 mod dependencies;
 pub mod images;
 pub mod pin;
+pub mod sealing;
+mod secret_values;
 pub mod split;
 pub mod state_dir;
 
@@ -23,10 +25,13 @@ use crate::formats::environments::Environment;
 use crate::formats::images_lock::{ImagesLock, LockedImage};
 use crate::formats::layout;
 use crate::formats::manifest;
+use crate::formats::sops::{Keys, rules::SopsConfig};
 use crate::formats::sources::KbldConfig;
 use crate::formats::yaml::YamlError;
 
 use images::Rules;
+use sealing::Sealer;
+use secret_values::SecretValues;
 use split::RenderedObject;
 use state_dir::StateFiles;
 
@@ -59,6 +64,8 @@ pub struct RenderRequest {
     pub allow_plaintext_secrets: bool,
     /// Compare with the state on disk instead of writing it.
     pub check: bool,
+    /// `--check` passes though Secrets could not be compared for want of a key.
+    pub check_without_secrets: bool,
 }
 
 /// One app of the rendered environment.
@@ -87,6 +94,12 @@ pub struct Rendered {
     pub retries: Vec<RetryNote>,
     /// The Kubernetes version and API versions charts saw, and where they came from.
     pub capabilities: capabilities::Seen,
+    /// Secrets `--check` compared but for their values, for want of a key (state files).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unverified_secrets: Vec<String>,
+    /// Secrets encrypted anew without comparing with the committed ones, for want of a key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encrypted_without_key: Vec<String>,
     #[serde(skip)]
     pub files: StateFiles,
 }
@@ -105,6 +118,15 @@ pub enum RenderError {
     Split(#[from] split::SplitError),
     #[error("{0}")]
     Refused(String),
+    /// Secret values could not be read, or a Secret could not be encrypted: nothing was written.
+    #[error("{0}")]
+    Secrets(String),
+    /// `--check` without a key: these Secrets were compared but for their values.
+    #[error(
+        "no age key to compare these Secrets with the committed ones (everything but their values is unchanged):\n  {}\nGive the key (SOPS_AGE_KEY_FILE or SOPS_AGE_KEY), or pass --check-without-secrets",
+        .0.join("\n  ")
+    )]
+    Unverified(Vec<String>),
     /// The chart's output breaks Kubernetes' rules: nothing was written.
     #[error("{0}")]
     Invalid(String),
@@ -126,9 +148,10 @@ pub enum RenderError {
 impl ExitStatus for RenderError {
     fn exit_code(&self) -> u8 {
         match self {
-            RenderError::Input(_) | RenderError::Split(_) | RenderError::Invalid(_) => {
-                exit::REFUSED
-            }
+            RenderError::Input(_)
+            | RenderError::Split(_)
+            | RenderError::Invalid(_)
+            | RenderError::Secrets(_) => exit::REFUSED,
             RenderError::Template(HelmError::Failed { .. }) => exit::REFUSED,
             _ => exit::FAILURE,
         }
@@ -147,6 +170,9 @@ pub async fn run(request: &RenderRequest) -> Result<Rendered, RenderError> {
         })?;
         return match rendered.files.diff_from(&on_disk, CHECK_DIFF_LINES) {
             Some(diff) => Err(RenderError::Stale { dir, diff }),
+            None if !rendered.unverified_secrets.is_empty() && !request.check_without_secrets => {
+                Err(RenderError::Unverified(rendered.unverified_secrets))
+            }
             None => Ok(rendered),
         };
     }
@@ -176,12 +202,14 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         &state_dir.join(layout::CAPABILITIES_FILE),
     )
     .await?;
+    let keys = Keys::from_environment();
+    let secrets = SecretValues::load(&chart.dir, &request.env, &keys, request.check)
+        .map_err(RenderError::Secrets)?;
     let helm_started = std::time::Instant::now();
-    let output = template(&settings, &seen.for_render, &chart).await?;
+    let output = template(&settings, &seen.for_render, &chart, &secrets).await?;
     let helm_ms = helm_started.elapsed().as_millis();
     let mut objects = split::split(&output, &chart.metadata.name)?;
     check_apps(&objects, &request.env)?;
-    refuse_plaintext_secrets(&objects, request.allow_plaintext_secrets)?;
     fill_namespaces(&mut objects, &settings.namespace);
 
     let pin_started = std::time::Instant::now();
@@ -196,11 +224,27 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         pin_object(object, &rules, &pinning.images);
     }
     let pin_ms = pin_started.elapsed().as_millis();
+    let sops_config = SopsConfig::load(&request.root)?;
+    let previous_state = state_dir.clone();
+    let mut sealer = Sealer::new(
+        sops_config,
+        &keys,
+        &request.env,
+        &previous_state,
+        request.check,
+    );
     let mut files = StateFiles::from_objects(
         &objects,
         &ImagesLock::new(pinning.images.values().cloned().collect()),
+        |object, path| {
+            if request.allow_plaintext_secrets {
+                Ok(state_dir::plain_file(object))
+            } else {
+                sealer.file(object, path)
+            }
+        },
     )
-    .map_err(RenderError::Refused)?;
+    .map_err(RenderError::Secrets)?;
     if let Some(record) = &seen.record {
         files
             .files
@@ -217,6 +261,8 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         write_ms: 0,
         retries: retrier.notes(),
         capabilities: seen,
+        unverified_secrets: sealer.unverified,
+        encrypted_without_key: sealer.unkeyed,
         files,
     })
 }
@@ -226,12 +272,13 @@ async fn template(
     settings: &Settings,
     capabilities: &capabilities::ForRender,
     chart: &UmbrellaChart,
+    secrets: &SecretValues,
 ) -> Result<String, RenderError> {
     let copy = dependencies::ensure(chart).await?;
     let dir = copy.as_ref().map_or(&chart.dir, |c| &c.dir);
-    helm_template(settings, capabilities, dir)
+    helm_template(settings, capabilities, dir, secrets.yaml.as_deref())
         .await
-        .map_err(RenderError::Template)
+        .map_err(|e| RenderError::Template(e.scrubbed(|text| secrets.scrub(text))))
 }
 
 /// `sources.yaml`, whose search rules and overrides apply to every image; none is no rules.
@@ -249,8 +296,10 @@ struct Settings {
     release: String,
     namespace: String,
     context: Option<String>,
-    /// Every values file in order: `values.yaml`, the environment's, the caller's.
+    /// `values.yaml` and the environment's values files, in order.
     values: Vec<PathBuf>,
+    /// The caller's values files, layered after the secret values.
+    extra_values: Vec<PathBuf>,
     capabilities: capabilities::Explicit,
 }
 
@@ -264,7 +313,6 @@ impl Settings {
         let values: Vec<PathBuf> = std::iter::once(chart.dir.join("values.yaml"))
             .chain(env_values)
             .filter(|f| f.is_file())
-            .chain(request.extra_values.iter().cloned())
             .collect();
         for file in &request.extra_values {
             check_values_file(file)?;
@@ -278,6 +326,7 @@ impl Settings {
             namespace: first(&request.namespace, env.namespace, || request.env.clone()),
             context: request.context.clone().or(env.context),
             values,
+            extra_values: request.extra_values.clone(),
             capabilities: capabilities::Explicit {
                 kube_version: request
                     .capabilities
@@ -303,6 +352,7 @@ async fn helm_template(
     settings: &Settings,
     capabilities: &capabilities::ForRender,
     chart_dir: &Path,
+    secret_values: Option<&str>,
 ) -> Result<String, HelmError> {
     let mut args = vec![
         "template".to_string(),
@@ -313,9 +363,23 @@ async fn helm_template(
         "--include-crds".into(),
         "--skip-tests".into(),
     ];
-    for file in &settings.values {
+    let mut values: Vec<String> = settings
+        .values
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    if secret_values.is_some() {
+        values.push("-".into());
+    }
+    values.extend(
+        settings
+            .extra_values
+            .iter()
+            .map(|f| f.display().to_string()),
+    );
+    for file in values {
         args.push("--values".into());
-        args.push(file.display().to_string());
+        args.push(file);
     }
     if let Some(version) = &capabilities.kube_version {
         args.push("--kube-version".into());
@@ -326,7 +390,7 @@ async fn helm_template(
         args.push(api.clone());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    helm::run(&args).await
+    helm::run_with_input(&args, secret_values).await
 }
 
 /// A `--values` file exists and is YAML (helm's own message for a missing one is obscure).
@@ -356,21 +420,6 @@ fn check_apps(objects: &[RenderedObject], env: &str) -> Result<(), RenderError> 
     } else {
         Err(RenderError::Invalid(problems.join("\n")))
     }
-}
-
-fn refuse_plaintext_secrets(objects: &[RenderedObject], allowed: bool) -> Result<(), RenderError> {
-    let secrets: Vec<String> = objects
-        .iter()
-        .filter(|o| o.kind() == "Secret" && o.api_version() == "v1")
-        .map(|o| format!("  {} (app {}, from {})", o.describe(), o.app, o.source))
-        .collect();
-    if secrets.is_empty() || allowed {
-        return Ok(());
-    }
-    Err(RenderError::Refused(format!(
-        "refusing to write plaintext Secrets into the state (it is a git repository):\n{}\nUse SealedSecrets, SOPS or ExternalSecrets so the state only holds encrypted or referenced secrets, or pass --allow-plaintext-secrets.",
-        secrets.join("\n")
-    )))
 }
 
 /// Kinds without a namespace. Custom resources are namespaced unless their CRD (rendered here)
@@ -529,23 +578,6 @@ mod tests {
             namespaces,
             [Some("explicit"), None, None, Some("production"), None]
         );
-    }
-
-    #[test]
-    fn secrets_are_refused_unless_allowed() {
-        let objects = vec![object("Secret", "db", Value::Null)];
-        let err = refuse_plaintext_secrets(&objects, false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("Secret/db (app a, from shop/charts/a/templates/x.yaml)"),
-            "{err}"
-        );
-        assert!(
-            err.contains("SealedSecrets, SOPS or ExternalSecrets"),
-            "{err}"
-        );
-        assert!(refuse_plaintext_secrets(&objects, true).is_ok());
     }
 
     #[test]

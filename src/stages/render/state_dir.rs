@@ -13,6 +13,16 @@ use crate::formats::secrets::{is_secret_like, mask_secret_data};
 
 use super::split::RenderedObject;
 
+/// The file of an object as rendered: where it came from, then the object.
+pub fn plain_file(object: &RenderedObject) -> String {
+    source_header(object) + &manifest::to_yaml(&object.value)
+}
+
+/// The first line of an object's file, naming the template it came from.
+pub fn source_header(object: &RenderedObject) -> String {
+    format!("# Source: {}\n", object.source)
+}
+
 /// Relative path -> content of every file of an environment's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateFiles {
@@ -41,7 +51,12 @@ impl StateFiles {
     /// One file per object, `<app>/<kind>-<name>.yaml`, and the lock. When two objects of an
     /// app would share a file, the namespace is added (`<kind>-<namespace>-<name>.yaml`), then
     /// the API group too (`<kind>.<group>-<namespace>-<name>.yaml`, `core` for the core group).
-    pub fn from_objects(objects: &[RenderedObject], lock: &ImagesLock) -> Result<Self, String> {
+    /// `content` writes each object's file, given its path below the state directory.
+    pub fn from_objects(
+        objects: &[RenderedObject],
+        lock: &ImagesLock,
+        mut content: impl FnMut(&RenderedObject, &Path) -> Result<String, String>,
+    ) -> Result<Self, String> {
         let mut files = BTreeMap::new();
         let mut taken: BTreeMap<PathBuf, String> = BTreeMap::new();
         let mut seen: BTreeMap<[&str; 4], &str> = BTreeMap::new();
@@ -71,14 +86,8 @@ impl StateFiles {
                 ));
             };
             taken.insert(path.clone(), object.source.clone());
-            files.insert(
-                path,
-                format!(
-                    "# Source: {}\n{}",
-                    object.source,
-                    manifest::to_yaml(&object.value)
-                ),
-            );
+            let text = content(object, &path)?;
+            files.insert(path, text);
         }
         files.insert(PathBuf::from(IMAGES_LOCK_FILE), lock.to_yaml());
         Ok(StateFiles { files })
@@ -311,7 +320,9 @@ mod tests {
             rendered("serving.knative.dev/v1", "Service", "b", "web"),
             rendered("v1", "ConfigMap", "a", "web"),
         ];
-        let state = StateFiles::from_objects(&objects, &ImagesLock::default()).unwrap();
+        let state =
+            StateFiles::from_objects(&objects, &ImagesLock::default(), |o, _| Ok(plain_file(o)))
+                .unwrap();
         let names: Vec<String> = state
             .files
             .keys()
@@ -328,7 +339,9 @@ mod tests {
             ]
         );
         let twice = [objects[1].clone(), objects[1].clone(), objects[1].clone()];
-        let error = StateFiles::from_objects(&twice, &ImagesLock::default()).unwrap_err();
+        let error =
+            StateFiles::from_objects(&twice, &ImagesLock::default(), |o, _| Ok(plain_file(o)))
+                .unwrap_err();
         assert!(error.contains("Service/web is rendered twice"), "{error}");
     }
 
