@@ -216,12 +216,17 @@ fn an_unresolvable_image_or_a_plaintext_secret_writes_nothing() {
         .path()
         .join("umbrella-chart/charts/user-service/templates/secret.yaml");
     std::fs::write(&secret, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db-password\nstringData:\n  password: hunter2\n").expect("write");
+    // Without a .sops.yaml there is nowhere to encrypt it to: refused, and told how to add one.
+    std::fs::remove_file(repo.path().join(".sops.yaml")).expect("remove .sops.yaml");
     let (code, _, err) = umbrella(repo.path(), &["render", "--env", "production"], &[]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("Secret/db-password (app user-service") && err.contains("SealedSecrets"),
+        err.contains("Secret/db-password (app user-service")
+            && err.contains("in clear: there is no .sops.yaml")
+            && err.contains("creation_rules"),
         "{err}"
     );
+    assert!(!err.contains("hunter2"), "{err}");
     assert_eq!(state(repo.path(), "production"), before);
     let (code, _, err) = umbrella(
         repo.path(),

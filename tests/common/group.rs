@@ -84,7 +84,7 @@ impl Group {
 
     /// [`Group::start`] with extra environment variables (e.g. another `KUBECONFIG`).
     pub fn start_with(&self, extra: &[&str], env: &[(&str, &str)], marker: &str) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_umbrella"))
+        let mut child = super::umbrella_command()
             .args([
                 "deploy",
                 "app-group",

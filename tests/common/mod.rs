@@ -72,14 +72,13 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// A fresh git repository holding a copy of the example (chart, sources, services).
 pub fn example_repository() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    for part in ["umbrella-chart", "services", "umbrella-state"] {
+    for part in ["umbrella-chart", "services", "umbrella-state", "demo-keys"] {
         copy_tree(&repo_root().join(part), &dir.path().join(part));
     }
-    std::fs::copy(
-        repo_root().join("sources.yaml"),
-        dir.path().join("sources.yaml"),
-    )
-    .expect("copy sources.yaml");
+    for file in ["sources.yaml", ".sops.yaml"] {
+        std::fs::copy(repo_root().join(file), dir.path().join(file))
+            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
     git2::Repository::init(dir.path()).expect("git init");
     dir
 }
@@ -96,9 +95,26 @@ pub fn commit_all(dir: &Path, message: &str) -> String {
     .expect("a change to commit")
 }
 
+/// The example's demo-only age key (what `make demo` decrypts its Secrets with).
+pub fn demo_key_file() -> PathBuf {
+    repo_root().join("demo-keys/age.txt")
+}
+
+/// The umbrella binary with the example's demo key as its only age key: the tester's own
+/// keys (`SOPS_AGE_KEY`, `~/.config/sops/age/keys.txt`) never count. A test takes the key
+/// away with `SOPS_AGE_KEY_FILE` set to a file that does not exist.
+pub fn umbrella_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_umbrella"));
+    command
+        .env("SOPS_AGE_KEY_FILE", demo_key_file())
+        .env_remove("SOPS_AGE_KEY")
+        .env("XDG_CONFIG_HOME", "/nonexistent/umbrella-tests");
+    command
+}
+
 /// Runs the umbrella binary in `dir`; returns the exit code, stdout and stderr.
 pub fn umbrella(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_umbrella"))
+    let output = umbrella_command()
         .args(args)
         .current_dir(dir)
         .envs(env.iter().copied())
