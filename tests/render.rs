@@ -223,6 +223,7 @@ fn an_unresolvable_image_or_a_plaintext_secret_writes_nothing() {
     assert!(
         err.contains("Secret/db-password (app user-service")
             && err.contains("in clear: there is no .sops.yaml")
+            && err.contains("Secret/order-service-database (app order-service")
             && err.contains("creation_rules"),
         "{err}"
     );

@@ -430,11 +430,8 @@ fn ctrl_c_during_a_render_leaves_no_decrypted_value_on_disk() {
 #[test]
 fn a_sealed_secret_waits_for_synced_and_fails_fast_on_a_sealing_error() {
     let group = Group::new("sealed");
-    group.write(
-        "crds",
-        "crd.yaml",
-        &crd("bitnami.com", "SealedSecret", "Namespaced"),
-    );
+    // The CRD is the cluster's (as the controller's chart would install it), shared by runs.
+    apply_crd(&crd("bitnami.com", "SealedSecret", "Namespaced"));
     let sealed = |name: &str| {
         format!(
             "apiVersion: bitnami.com/v1\nkind: SealedSecret\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n  encryptedData:\n    password: AgBy8hCi\n",
@@ -442,14 +439,17 @@ fn a_sealed_secret_waits_for_synced_and_fails_fast_on_a_sealing_error() {
         )
     };
     group.write("app", "sealed.yaml", &sealed("db"));
-    let running = group.deploy_in_background(&["--wait-timeout", "60s"]);
+    let running = group.deploy_in_background(&["--wait-timeout", "90s"]);
     // Play the controller: it cannot unseal it.
     let patched = wait_and_patch_status(
         &group.env,
         "db",
         r#"{"status": {"conditions": [{"type": "Synced", "status": "False", "reason": "ErrUnsealFailed", "message": "no key could decrypt secret (password)"}]}}"#,
     );
-    assert!(patched, "the SealedSecret never appeared");
+    if !patched {
+        let (code, out, err) = running.join().expect("deploy");
+        panic!("the SealedSecret never appeared; the deploy: exit {code}\n{out}{err}");
+    }
     let started = std::time::Instant::now();
     let (code, _, err) = running.join().expect("deploy");
     assert_eq!(code, 1, "{err}");
@@ -463,7 +463,7 @@ fn a_sealed_secret_waits_for_synced_and_fails_fast_on_a_sealing_error() {
     );
 
     group.write("app", "sealed.yaml", &sealed("db2"));
-    let running = group.deploy_in_background(&["--wait-timeout", "60s"]);
+    let running = group.deploy_in_background(&["--wait-timeout", "90s"]);
     assert!(wait_and_patch_status(
         &group.env,
         "db2",
@@ -473,9 +473,33 @@ fn a_sealed_secret_waits_for_synced_and_fails_fast_on_a_sealing_error() {
     assert_eq!(code, 0, "{err}");
 }
 
-/// Waits (up to 30 s) for SealedSecret `name` and sets its status, as its controller would.
+fn apply_crd(yaml: &str) {
+    let mut apply = Command::new("kubectl")
+        .args(["--context", "umbrella-test", "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kubectl apply");
+    std::io::Write::write_all(&mut apply.stdin.take().expect("stdin"), yaml.as_bytes())
+        .expect("write the CRD");
+    assert!(apply.wait().expect("kubectl apply").success());
+    let established = Command::new("kubectl")
+        .args([
+            "--context",
+            "umbrella-test",
+            "wait",
+            "--for=condition=Established",
+        ])
+        .args(["crd/sealedsecrets.bitnami.com", "--timeout=60s"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("kubectl wait");
+    assert!(established.success());
+}
+
+/// Waits (up to 60 s) for SealedSecret `name` and sets its status, as its controller would.
 fn wait_and_patch_status(namespace: &str, name: &str, status: &str) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         let patched = Command::new("kubectl")
             .args([

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use age::armor::{ArmoredReader, ArmoredWriter, Format};
 use age::x25519::{Identity, Recipient};
 
-use super::SopsError;
 use super::cipher::DataKey;
+use super::error::SopsError;
 
 /// Environment variable holding age identities, several per line allowed.
 pub const KEY_VARIABLE: &str = "SOPS_AGE_KEY";

@@ -5,6 +5,7 @@
 //! that nothing was changed by hand.
 
 pub mod cipher;
+mod error;
 pub mod keys;
 pub mod rules;
 
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha512};
 
 use cipher::{DataKey, ValueError};
+pub use error::SopsError;
 pub use keys::Keys;
 
 /// The key under which a document keeps its SOPS metadata.
@@ -34,33 +36,6 @@ const OTHER_KEY_TYPES: &[&str] = &[
     "hckms",
     "key_groups",
 ];
-
-/// A document that cannot be decrypted or encrypted. No variant ever holds a value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SopsError {
-    #[error("its `sops` metadata is not SOPS': {0}")]
-    Metadata(String),
-    #[error(
-        "it is encrypted only to {0} keys; umbrella decrypts with age keys (add an age recipient with `sops updatekeys`)"
-    )]
-    NotAge(String),
-    #[error(
-        "no age key to decrypt it with: it is encrypted to {recipients}; umbrella looked in {looked} (as sops does)"
-    )]
-    NoKey { recipients: String, looked: String },
-    #[error("none of the age keys found ({looked}) is one it is encrypted to ({recipients})")]
-    WrongKey { recipients: String, looked: String },
-    #[error("the value at {path}: {problem}")]
-    Value { path: String, problem: ValueError },
-    #[error(
-        "its SOPS MAC does not match its content: it was changed after it was encrypted (edited by hand?); edit it with `sops` instead"
-    )]
-    Mac,
-    #[error("age recipient '{0}' is not an age X25519 public key (age1...)")]
-    Recipient(String),
-    #[error("encrypting the data key: {0}")]
-    Encrypt(String),
-}
 
 /// Which values of a document SOPS encrypts (the rest stay readable, and still count in the MAC
 /// unless `mac_only_encrypted`).

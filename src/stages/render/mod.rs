@@ -224,27 +224,8 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         pin_object(object, &rules, &pinning.images);
     }
     let pin_ms = pin_started.elapsed().as_millis();
-    let sops_config = SopsConfig::load(&request.root)?;
-    let previous_state = state_dir.clone();
-    let mut sealer = Sealer::new(
-        sops_config,
-        &keys,
-        &request.env,
-        &previous_state,
-        request.check,
-    );
-    let mut files = StateFiles::from_objects(
-        &objects,
-        &ImagesLock::new(pinning.images.values().cloned().collect()),
-        |object, path| {
-            if request.allow_plaintext_secrets {
-                Ok(state_dir::plain_file(object))
-            } else {
-                sealer.file(object, path)
-            }
-        },
-    )
-    .map_err(RenderError::Secrets)?;
+    let lock = ImagesLock::new(pinning.images.values().cloned().collect());
+    let (mut files, sealed) = state_files(request, &objects, &lock, &keys, &state_dir)?;
     if let Some(record) = &seen.record {
         files
             .files
@@ -261,10 +242,39 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         write_ms: 0,
         retries: retrier.notes(),
         capabilities: seen,
-        unverified_secrets: sealer.unverified,
-        encrypted_without_key: sealer.unkeyed,
+        unverified_secrets: sealed.unverified,
+        encrypted_without_key: sealed.unkeyed,
         files,
     })
+}
+
+/// Every object's state file, Secrets encrypted (unless plaintext is allowed), and the lock.
+fn state_files(
+    request: &RenderRequest,
+    objects: &[RenderedObject],
+    lock: &ImagesLock,
+    keys: &Keys,
+    state_dir: &Path,
+) -> Result<(StateFiles, sealing::Sealed), RenderError> {
+    let config = SopsConfig::load(&request.root)?;
+    let mut sealer = Sealer::new(config, keys, &request.env, state_dir, request.check);
+    let mut refused = Vec::new();
+    let files = StateFiles::from_objects(objects, lock, |object, path| {
+        if request.allow_plaintext_secrets {
+            return Ok(state_dir::plain_file(object));
+        }
+        // Every Secret that cannot be encrypted is named, not only the first.
+        Ok(sealer.file(object, path).unwrap_or_else(|problem| {
+            refused.push(problem);
+            String::new()
+        }))
+    })
+    .map_err(RenderError::Refused)?;
+    if !refused.is_empty() {
+        refused.push(sealing::HOW_TO_ADD_A_RULE.to_string());
+        return Err(RenderError::Secrets(refused.join("\n")));
+    }
+    Ok((files, sealer.sealed))
 }
 
 /// `helm template` of the chart, its dependencies built first where they are missing.

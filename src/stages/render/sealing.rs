@@ -31,6 +31,9 @@ enum Outcome {
     Unverified,
 }
 
+/// Said once after the Secrets that have no creation rule.
+pub const HOW_TO_ADD_A_RULE: &str = "Add a creation rule whose path_regex matches the state to .sops.yaml, e.g.\n  creation_rules:\n    - path_regex: ^umbrella-state/\n      age: <age public key, from `age-keygen -y`>\nor pass --allow-plaintext-secrets.";
+
 /// Encrypts the Secrets of one render.
 pub struct Sealer<'a> {
     config: Option<SopsConfig>,
@@ -41,9 +44,15 @@ pub struct Sealer<'a> {
     state_dir: &'a Path,
     check: bool,
     now: String,
-    /// Secrets `--check` could not compare, without a key (their state files).
+    pub sealed: Sealed,
+}
+
+/// What a render could not compare for want of a key.
+#[derive(Debug, Default)]
+pub struct Sealed {
+    /// Secrets `--check` compared but for their values (their state files).
     pub unverified: Vec<String>,
-    /// Secrets encrypted anew without comparing, for want of a key.
+    /// Secrets encrypted anew without comparing with the committed file (their state files).
     pub unkeyed: Vec<String>,
 }
 
@@ -62,8 +71,7 @@ impl<'a> Sealer<'a> {
             state_dir,
             check,
             now: sops::now(),
-            unverified: Vec::new(),
-            unkeyed: Vec::new(),
+            sealed: Sealed::default(),
         }
     }
 
@@ -78,7 +86,7 @@ impl<'a> Sealer<'a> {
         let previous = std::fs::read_to_string(self.state_dir.join(relative)).ok();
         let (outcome, body) = match previous
             .as_deref()
-            .and_then(|text| self.reuse(text, object, &recipients))
+            .and_then(|text| self.reuse(text, object, &recipients, &path))
         {
             Some((outcome, body)) => (outcome, body),
             None => (
@@ -87,7 +95,7 @@ impl<'a> Sealer<'a> {
             ),
         };
         if outcome == Outcome::Unverified {
-            self.unverified.push(path);
+            self.sealed.unverified.push(path);
         }
         Ok(source_header(object) + &body)
     }
@@ -102,14 +110,11 @@ impl<'a> Sealer<'a> {
             )
         };
         let Some(config) = &self.config else {
-            return Err(refused(format!(
-                "there is no {}; add one with a creation rule for the state, e.g.\n  creation_rules:\n    - path_regex: ^umbrella-state/\n      age: <age public key, from `age-keygen -y`>\n(or pass --allow-plaintext-secrets)",
-                sops::rules::CONFIG_FILE
-            )));
+            return Err(refused(format!("there is no {}", sops::rules::CONFIG_FILE)));
         };
         let Some(rule) = config.rule_for(path) else {
             return Err(refused(format!(
-                "no creation rule of {} matches it; add one whose path_regex matches, e.g. `- path_regex: ^umbrella-state/` with `age: <age public key>`",
+                "no creation rule of {} matches it",
                 config.file.display()
             )));
         };
@@ -125,6 +130,7 @@ impl<'a> Sealer<'a> {
         previous: &str,
         object: &RenderedObject,
         recipients: &[String],
+        path: &str,
     ) -> Option<(Outcome, String)> {
         let body = without_header(previous);
         let mut documents = manifest::parse_documents(body).ok()?;
@@ -135,7 +141,7 @@ impl<'a> Sealer<'a> {
         match sops::decrypt(&committed, self.keys) {
             Ok(clear) => (clear == object.value).then(|| (Outcome::Kept, body.to_string())),
             Err(sops::SopsError::NoKey { .. } | sops::SopsError::WrongKey { .. }) => {
-                self.unkeyed.push(object.describe());
+                self.sealed.unkeyed.push(path.to_string());
                 let shape_kept = values_blanked(&committed) == values_blanked(&object.value);
                 (self.check && shape_kept).then(|| (Outcome::Unverified, body.to_string()))
             }
@@ -196,4 +202,122 @@ fn values_blanked(secret: &Value) -> Value {
         }
     }
     shape
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::x25519::Identity;
+    use serde_json::json;
+
+    const FILE: &str = "app/secret-db.yaml";
+
+    fn secret(password: &str) -> RenderedObject {
+        RenderedObject {
+            app: "app".into(),
+            source: "shop/charts/app/templates/secret.yaml".into(),
+            value: json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db", "namespace": "prod"},
+                "stringData": {"password": password},
+            }),
+        }
+    }
+
+    /// A repository whose `.sops.yaml` encrypts the state to `recipient`.
+    fn repository(recipient: &str) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join(".sops.yaml"),
+            format!("creation_rules:\n- path_regex: ^umbrella-state/\n  age: {recipient}\n"),
+        )
+        .unwrap();
+        root
+    }
+
+    fn seal(root: &Path, keys: &Keys, object: &RenderedObject, check: bool) -> (String, Sealed) {
+        let state = root.join("umbrella-state/prod");
+        let config = SopsConfig::load(root).unwrap();
+        let mut sealer = Sealer::new(config, keys, "prod", &state, check);
+        let text = sealer.file(object, Path::new(FILE)).unwrap();
+        (text, sealer.sealed)
+    }
+
+    fn commit(root: &Path, text: &str) {
+        let file = root.join("umbrella-state/prod").join(FILE);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+
+    #[test]
+    fn an_unchanged_secret_keeps_its_bytes_and_a_changed_one_is_encrypted_again() {
+        let identity = Identity::generate();
+        let root = repository(&identity.to_public().to_string());
+        let keys = Keys::of(vec![identity]);
+        let (first, _) = seal(root.path(), &keys, &secret("one"), false);
+        assert!(first.starts_with("# Source: shop/charts/app/templates/secret.yaml\n"));
+        assert!(
+            !first.contains("one\n") && first.contains("ENC[AES256_GCM"),
+            "{first}"
+        );
+        commit(root.path(), &first);
+        assert_eq!(seal(root.path(), &keys, &secret("one"), false).0, first);
+        let (changed, _) = seal(root.path(), &keys, &secret("two"), false);
+        assert_ne!(changed, first);
+    }
+
+    #[test]
+    fn new_recipients_encrypt_again() {
+        let identity = Identity::generate();
+        let root = repository(&identity.to_public().to_string());
+        let keys = Keys::of(vec![identity]);
+        let (first, _) = seal(root.path(), &keys, &secret("one"), false);
+        commit(root.path(), &first);
+        let next = Identity::generate().to_public().to_string();
+        let root_moved = repository(&next);
+        std::fs::rename(
+            root.path().join("umbrella-state"),
+            root_moved.path().join("umbrella-state"),
+        )
+        .unwrap();
+        let (rotated, _) = seal(root_moved.path(), &keys, &secret("one"), false);
+        assert_ne!(rotated, first);
+        assert!(rotated.contains(&next), "{rotated}");
+    }
+
+    #[test]
+    fn without_a_key_a_check_keeps_what_it_cannot_compare_and_a_write_encrypts_again() {
+        let identity = Identity::generate();
+        let root = repository(&identity.to_public().to_string());
+        let (first, _) = seal(
+            root.path(),
+            &Keys::of(vec![identity]),
+            &secret("one"),
+            false,
+        );
+        commit(root.path(), &first);
+        let none = Keys::of(Vec::new());
+        let (checked, sealed) = seal(root.path(), &none, &secret("one"), true);
+        assert_eq!(checked, first);
+        assert_eq!(sealed.unverified, [format!("umbrella-state/prod/{FILE}")]);
+        let (written, sealed) = seal(root.path(), &none, &secret("one"), false);
+        assert_ne!(written, first);
+        assert_eq!(sealed.unkeyed, [format!("umbrella-state/prod/{FILE}")]);
+    }
+
+    #[test]
+    fn without_a_rule_it_is_refused_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        let keys = Keys::of(Vec::new());
+        let mut sealer = Sealer::new(None, &keys, "prod", root.path(), false);
+        let error = sealer
+            .file(&secret("hunter22"), Path::new(FILE))
+            .unwrap_err();
+        assert!(
+            error.contains("Secret/db (app app, from shop/charts/app/templates/secret.yaml) would be written to umbrella-state/prod/app/secret-db.yaml in clear: there is no .sops.yaml")
+                && error.ends_with("there is no .sops.yaml"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter22"));
+    }
 }
