@@ -167,19 +167,19 @@ pub fn changed_outside(root: &Path, prefix: &str) -> Result<Vec<String>, GitErro
         .collect())
 }
 
-/// Stages everything under `pathspec` (additions, changes, deletions) and commits it on HEAD
+/// Stages everything under `pathspecs` (additions, changes, deletions) and commits it on HEAD
 /// (which may be unborn) with `message`. Returns the new commit, or `None` when the tree would
 /// not change.
 pub fn commit_paths(
     root: &Path,
-    pathspec: &str,
+    pathspecs: &[&str],
     message: &str,
     author: Option<&str>,
 ) -> Result<Option<String>, GitError> {
     let repo = git2::Repository::discover(root)?;
     let mut index = repo.index()?;
-    index.add_all([pathspec], git2::IndexAddOption::DEFAULT, None)?;
-    index.update_all([pathspec], None)?;
+    index.add_all(pathspecs, git2::IndexAddOption::DEFAULT, None)?;
+    index.update_all(pathspecs, None)?;
     index.write()?;
     let tree = repo.find_tree(index.write_tree()?)?;
     let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
@@ -575,7 +575,7 @@ mod tests {
     /// Commits the whole work tree on HEAD and returns the commit's id.
     fn commit_all(repo: &git2::Repository, message: &str) -> git2::Oid {
         let root = repo.workdir().expect("a work tree");
-        let id = commit_paths(root, "*", message, Some("t <t@example.com>"))
+        let id = commit_paths(root, &["*"], message, Some("t <t@example.com>"))
             .expect("commit")
             .expect("something to commit");
         git2::Oid::from_str(&id).expect("an id")

@@ -15,6 +15,7 @@ use crate::stages::deploy::status::FailOn;
 use crate::stages::deploy::{DeleteRequest, Group};
 use crate::stages::render::RenderRequest;
 use crate::stages::render::capabilities::Explicit;
+use crate::stages::update::UpdateRequest;
 
 /// Build, render, commit and deploy Helm umbrella charts as reviewed git commits.
 #[derive(Debug, Parser)]
@@ -79,6 +80,9 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: OutputFormat,
     },
+    /// Image tags moved by policy (umbrella-chart/image-policies.yaml and values-file markers).
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// Check every dependency umbrella needs: Docker, helm, registries, the cluster, the repository.
     Doctor {
         /// Kubeconfig context (default: the current context).
@@ -90,6 +94,51 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t)]
         output: OutputFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Move every marked image tag of ENV's values files to what its policy picks among the
+    /// registry's tags, and commit the change.
+    ///
+    /// Exit status: 0 updated or nothing to do, 1 a registry or git error (nothing written),
+    /// 2 a bad policy or marker (nothing written).
+    Update(UpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The environment: values.yaml and its values files (values-ENV.yaml) are updated.
+    #[arg(long, value_parser = layout::parse_env)]
+    pub env: String,
+    /// Print what would change; write and commit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only these policies (repeat the flag).
+    #[arg(long = "policy", value_name = "NAME")]
+    pub policies: Vec<String>,
+    /// Move a tag back when it is newer than every candidate (kept and reported otherwise).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// The commit's author, `Name <email>` (default: git's configuration).
+    #[arg(long)]
+    pub author: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+impl UpdateArgs {
+    pub fn request(&self, root: &Path, environment: Environment) -> UpdateRequest {
+        UpdateRequest {
+            root: root.to_path_buf(),
+            env: self.env.clone(),
+            environment,
+            policies: self.policies.clone(),
+            dry_run: self.dry_run,
+            allow_downgrade: self.allow_downgrade,
+            author: self.author.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

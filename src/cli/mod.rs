@@ -22,12 +22,13 @@ use crate::stages::deploy::source::DeploySource;
 use crate::stages::deploy::status::{self, StatusRequest};
 use crate::stages::deploy::{self, DeployError, DeployReport, DeployRequest};
 use crate::stages::doctor::{self, DoctorOptions};
+use crate::stages::update::{self, UpdateRequest};
 use crate::stages::{build, ci, commit, render};
 
 pub use args::Cli;
 use args::{
     BuildArgs, Command, CommitFlags, DeleteArgs, DeleteTarget, DeployArgs, DeployTarget, DiffArgs,
-    DiffTarget, GroupArgs, RenderArgs, StatusArgs, StatusTarget,
+    DiffTarget, GroupArgs, ImagesCommand, RenderArgs, StatusArgs, StatusTarget,
 };
 
 /// Runs the parsed command; the exit code follows each command's documented contract.
@@ -65,6 +66,10 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(StatusTarget::AppGroup(args)) => run_status(&root, &args).await,
         Command::Delete(DeleteTarget::AppGroup(args)) => run_delete(&root, &args).await,
         Command::History { group, output } => run_history(&root, &group, output).await,
+        Command::Images(ImagesCommand::Update(args)) => {
+            let request = args.request(&root, config.environment(&args.env));
+            run_update(&request, args.output).await
+        }
         Command::Doctor {
             context,
             namespace,
@@ -362,6 +367,19 @@ async fn run_delete(root: &Path, args: &DeleteArgs) -> anyhow::Result<ExitCode> 
     let progress = progress_for(args.output);
     let outcome = deploy::delete_group(args.request(hooks_from), progress).await;
     finish_deploy("delete", outcome, args.output)
+}
+
+async fn run_update(request: &UpdateRequest, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    match update::run(request).await {
+        Ok(updated) => {
+            print(|out| report::write_update(out, &updated, output))?;
+            Ok(code(exit::SUCCESS))
+        }
+        Err(error) => {
+            eprintln!("umbrella images update: {error}");
+            Ok(code(error.exit_code()))
+        }
+    }
 }
 
 async fn run_history(

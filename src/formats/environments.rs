@@ -52,6 +52,21 @@ pub struct RepositoryConfig {
     pub environments: BTreeMap<String, Environment>,
 }
 
+impl Environment {
+    /// The values files an environment renders with, in order, those that exist: the chart's
+    /// `values.yaml`, then `values` (relative to `root`), else `values-<env>.yaml`.
+    pub fn values_files(&self, root: &Path, chart_dir: &Path, env: &str) -> Vec<PathBuf> {
+        let env_values = match &self.values {
+            Some(files) => files.iter().map(|f| root.join(f)).collect(),
+            None => vec![chart_dir.join(format!("values-{env}.yaml"))],
+        };
+        std::iter::once(chart_dir.join("values.yaml"))
+            .chain(env_values)
+            .filter(|f| f.is_file())
+            .collect()
+    }
+}
+
 impl RepositoryConfig {
     /// Reads `umbrella.yaml` at the repository root; no file is an empty configuration.
     /// Every field is checked, and each problem names the field.

@@ -425,6 +425,18 @@ fn key_scalar(s: &str) -> String {
     }
 }
 
+/// Whether `s`, written plain where a value goes, reads back as the string `s` (by the YAML 1.1
+/// rules helm reads values with): what an in-place edit of a plain scalar may write.
+pub fn plain_reads_back(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    let indicator = ",[]{}#&*!|>'\"%@`".contains(first) || "-?:".contains(first);
+    let special =
+        s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.contains(char::is_whitespace);
+    !indicator && !special && matches!(resolve_plain(s), Ok(Value::String(ref back)) if back == s)
+}
+
 fn plain_is_safe(s: &str) -> bool {
     let Some(first) = s.chars().next() else {
         return false;

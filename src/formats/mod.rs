@@ -6,6 +6,8 @@
 pub mod capabilities;
 pub mod chart;
 pub mod environments;
+pub mod image_markers;
+pub mod image_policies;
 pub mod image_ref;
 pub mod images_lock;
 pub mod layout;

@@ -10,6 +10,7 @@ mod output;
 pub mod progress;
 mod render;
 mod status;
+mod update;
 
 pub use build::{ci_summary, write_build};
 pub use deploy::{source_warnings, write_deploy};
@@ -19,3 +20,4 @@ pub use history::write_history;
 pub use output::{ColorChoice, OutputFormat};
 pub use render::{check_verdict, write_render};
 pub use status::write_status;
+pub use update::write_update;

@@ -77,7 +77,7 @@ pub fn commit_state(request: &CommitRequest) -> Result<CommitOutcome, CommitErro
     }
     let message = message(&request.env, &head.sha, &pinned_images(root, &request.env));
     Ok(
-        match git::commit_paths(root, &prefix, &message, request.author.as_deref())? {
+        match git::commit_paths(root, &[&prefix], &message, request.author.as_deref())? {
             Some(id) => CommitOutcome::Committed { id, message },
             None => CommitOutcome::Unchanged,
         },

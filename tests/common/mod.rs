@@ -87,7 +87,7 @@ pub fn example_repository() -> tempfile::TempDir {
 pub fn commit_all(dir: &Path, message: &str) -> String {
     umbrella::adapters::git::commit_paths(
         dir,
-        "*",
+        &["*"],
         message,
         Some("umbrella tests <tests@umbrella.invalid>"),
     )

@@ -146,67 +146,21 @@ impl TokenRegistry {
         if !self.accepts(repository, &token).await {
             token = self.token(&scope).await;
         }
-        for blob in [&image.config, &image.layer] {
-            self.upload(repository, &token, blob).await;
-        }
-        for tag in tags {
-            let url = format!("http://{}/v2/{repository}/manifests/{tag}", self.host);
-            let answer = self
-                .http
-                .put(&url)
-                .bearer_auth(&token)
-                .header("Content-Type", MANIFEST_TYPE)
-                .body(image.manifest.clone())
-                .send()
-                .await
-                .expect("PUT manifest");
-            assert!(
-                answer.status().is_success(),
-                "PUT {url}: {}",
-                answer.status()
-            );
-        }
+        push(
+            &self.http,
+            &self.host,
+            repository,
+            Some(&token),
+            tags,
+            image,
+        )
+        .await;
     }
 
     async fn accepts(&self, repository: &str, token: &str) -> bool {
         let url = format!("http://{}/v2/{repository}/tags/list", self.host);
         let answer = self.http.get(&url).bearer_auth(token).send().await;
         answer.expect("GET tags").status() != reqwest::StatusCode::UNAUTHORIZED
-    }
-
-    async fn upload(&self, repository: &str, token: &str, blob: &[u8]) {
-        let start = format!("http://{}/v2/{repository}/blobs/uploads/", self.host);
-        let answer = self
-            .http
-            .post(&start)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("POST upload");
-        assert_eq!(answer.status(), 202, "POST {start}");
-        let location = answer
-            .headers()
-            .get("Location")
-            .and_then(|l| l.to_str().ok())
-            .expect("upload Location")
-            .to_string();
-        let location = if location.starts_with("http") {
-            location
-        } else {
-            format!("http://{}{location}", self.host)
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{separator}digest={}", sha256(blob));
-        let answer = self
-            .http
-            .put(&url)
-            .bearer_auth(token)
-            .header("Content-Type", "application/octet-stream")
-            .body(blob.to_vec())
-            .send()
-            .await
-            .expect("PUT blob");
-        assert_eq!(answer.status(), 201, "PUT blob to {repository}");
     }
 
     /// A token for `scope` with the environment's credentials.
@@ -252,4 +206,82 @@ impl TokenRegistry {
             answer.json::<Stats>().await.expect("stats").issued
         })
     }
+}
+
+/// Pushes the small image to a registry without auth (registry A) under each of `tags`.
+pub fn seed_plain(host: &str, repository: &str, tags: &[String]) {
+    umbrella::adapters::tls::install_crypto_provider();
+    let http = reqwest::Client::new();
+    runtime().block_on(push(&http, host, repository, None, tags, &image()));
+}
+
+fn authorized(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
+/// Uploads the image's blobs to `repository` on `host` (plain HTTP), then its manifest under
+/// each of `tags`.
+async fn push(
+    http: &reqwest::Client,
+    host: &str,
+    repository: &str,
+    token: Option<&str>,
+    tags: &[String],
+    image: &Image,
+) {
+    for blob in [&image.config, &image.layer] {
+        upload(http, host, repository, token, blob).await;
+    }
+    for tag in tags {
+        let url = format!("http://{host}/v2/{repository}/manifests/{tag}");
+        let answer = authorized(http.put(&url), token)
+            .header("Content-Type", MANIFEST_TYPE)
+            .body(image.manifest.clone())
+            .send()
+            .await
+            .expect("PUT manifest");
+        assert!(
+            answer.status().is_success(),
+            "PUT {url}: {}",
+            answer.status()
+        );
+    }
+}
+
+async fn upload(
+    http: &reqwest::Client,
+    host: &str,
+    repository: &str,
+    token: Option<&str>,
+    blob: &[u8],
+) {
+    let start = format!("http://{host}/v2/{repository}/blobs/uploads/");
+    let answer = authorized(http.post(&start), token)
+        .send()
+        .await
+        .expect("POST upload");
+    assert_eq!(answer.status(), 202, "POST {start}");
+    let location = answer
+        .headers()
+        .get("Location")
+        .and_then(|l| l.to_str().ok())
+        .expect("upload Location")
+        .to_string();
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{host}{location}")
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let url = format!("{location}{separator}digest={}", sha256(blob));
+    let answer = authorized(http.put(&url), token)
+        .header("Content-Type", "application/octet-stream")
+        .body(blob.to_vec())
+        .send()
+        .await
+        .expect("PUT blob");
+    assert_eq!(answer.status(), 201, "PUT blob to {repository}");
 }

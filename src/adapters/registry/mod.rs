@@ -26,6 +26,30 @@ use transport::Answer;
 /// resolves to its index digest, the one that pins every platform.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// Tags asked for per page of a tag list (the most registries hand out at once).
+const TAGS_PER_PAGE: usize = 1000;
+/// Pages of tags followed before a registry is taken to loop.
+const MAX_TAG_PAGES: usize = 10_000;
+
+/// The path of the next page a `Link: <...>; rel="next"` header names, if any (the URL may be
+/// absolute; only its path and query are kept, the host stays the one asked).
+fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find(|link| link.contains("rel=\"next\"") || link.contains("rel=next"))
+        .and_then(|link| {
+            let target = link.split_once('<')?.1.split_once('>')?.0.trim();
+            let path = match target.split_once("://") {
+                Some((_, rest)) => &rest[rest.find('/')?..],
+                None => target,
+            };
+            path.starts_with("/v2/").then(|| path.to_string())
+        })
+}
+
 /// One registry host, with its scheme settled and its auth state cached.
 pub struct Registry {
     host: String,
@@ -214,6 +238,37 @@ impl Registry {
         self.expect_success(&response, &format!("{repository}:{tag}"), Some(&scope))
     }
 
+    /// Every tag of `repository`, page by page as the distribution spec pages them (`n=` and
+    /// the `Link` header's next page); a registry that ignores `n` answers all at once.
+    pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tags: Option<Vec<String>>,
+        }
+        let what = format!("the tags of {repository}");
+        let scope = format!("repository:{repository}:pull");
+        let mut path = format!("/v2/{repository}/tags/list?n={TAGS_PER_PAGE}");
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let (response, _) = self.send(Method::GET, &path, Some(&scope), None).await?;
+            if response.status == StatusCode::NOT_FOUND {
+                return Err(RegistryError::NotFound {
+                    host: self.host.clone(),
+                    what,
+                });
+            }
+            self.expect_success(&response, &what, Some(&scope))?;
+            let page: Page = serde_json::from_slice(&response.body)
+                .map_err(|e| self.protocol(&what, &format!("tag list: {e}")))?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next_page(&response.headers) {
+                Some(next) if next != path => path = next,
+                _ => return Ok(tags),
+            }
+        }
+        Err(self.protocol(&what, &format!("more than {MAX_TAG_PAGES} pages of tags")))
+    }
+
     /// A manifest request: not found, refused, or the registry's answer.
     async fn manifest(
         &self,
@@ -385,6 +440,37 @@ fn speaks_registry(answer: &Answer) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_page_is_taken_from_the_link_header() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(next_page(&headers), None);
+        headers.insert(
+            reqwest::header::LINK,
+            "</v2/shop/app/tags/list?n=1000&last=t999>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_page(&headers).as_deref(),
+            Some("/v2/shop/app/tags/list?n=1000&last=t999")
+        );
+        headers.insert(
+            reqwest::header::LINK,
+            "<https://r.example/v2/a/tags/list?last=b&n=2>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_page(&headers).as_deref(),
+            Some("/v2/a/tags/list?last=b&n=2")
+        );
+        headers.insert(
+            reqwest::header::LINK,
+            "<https://elsewhere/x>; rel=\"next\"".parse().unwrap(),
+        );
+        assert_eq!(next_page(&headers), None);
+    }
 
     #[test]
     fn refusals_say_why_and_never_hold_secrets() {

@@ -316,14 +316,7 @@ struct Settings {
 impl Settings {
     fn of(request: &RenderRequest, chart: &UmbrellaChart) -> Result<Self, RenderError> {
         let env = request.environment.clone();
-        let env_values = match env.values {
-            Some(files) => files.iter().map(|f| request.root.join(f)).collect(),
-            None => vec![chart.dir.join(format!("values-{}.yaml", request.env))],
-        };
-        let values: Vec<PathBuf> = std::iter::once(chart.dir.join("values.yaml"))
-            .chain(env_values)
-            .filter(|f| f.is_file())
-            .collect();
+        let values = env.values_files(&request.root, &chart.dir, &request.env);
         for file in &request.extra_values {
             check_values_file(file)?;
         }
