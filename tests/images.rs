@@ -256,3 +256,51 @@ fn bad_policies_bad_markers_and_an_unreachable_registry_write_nothing() {
     assert_eq!(read(repo.path(), "values.yaml"), values);
     assert_eq!(head(repo.path()).0, before);
 }
+
+#[test]
+fn ci_with_update_images_commits_the_update_then_the_release_it_renders() {
+    let (repo, _) = common::fresh_example(&testenv("UMBRELLA_TEST_REGISTRY_A"));
+    commit_all(repo.path(), "sources");
+    let (code, out, err) = umbrella(
+        repo.path(),
+        &["ci", "--env", "production", "--update-images", "-o", "json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The example's production follows ~1.35: the seeded 1.35.0, or a newer 1.35.x.
+    let values = read(repo.path(), "values-production.yaml");
+    let moved = values
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("image: 127.0.0.1:5000/mirror/busybox:")
+        })
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(tag, _)| tag.to_string())
+        .expect("the log shipper's image");
+    assert!(moved.starts_with("1.35."), "{values}\n{out}");
+    let git = git2::Repository::open(repo.path()).expect("open");
+    let release = git.head().expect("HEAD").peel_to_commit().expect("commit");
+    let update = release.parent(0).expect("the update commit");
+    assert!(
+        release
+            .message()
+            .unwrap_or_default()
+            .starts_with("umbrella: render production at "),
+        "{:?}",
+        release.message()
+    );
+    assert_eq!(
+        update.message().unwrap_or_default(),
+        format!(
+            "umbrella: update images for production\n\nImage-Update: 127.0.0.1:5000/mirror/busybox 1.35 -> {moved}\n"
+        )
+    );
+    assert!(
+        release
+            .message()
+            .unwrap_or_default()
+            .contains(&format!("Source-Commit: {}", update.id())),
+        "the release does not name the update as its source"
+    );
+}

@@ -29,8 +29,9 @@ BASE_IMAGE=umbrella.local/busybox:1.35
 # The same image pushed to registry A stands for a third-party image that is not built here.
 THIRD_PARTY_IMAGE=$REGISTRY_A/mirror/busybox:1.35
 # The published charts of tests/fixtures/real-world, their images mirrored into registry A under
-# their own names (the same small image stands for each).
-MIRRORED_IMAGES="mirror/busybox:1.35 ingress-nginx/controller:v1.15.1 ingress-nginx/kube-webhook-certgen:v1.6.9 oliver006/redis_exporter:v1.89.0"
+# their own names (the same small image stands for each), and the tags the example's image
+# policies follow (umbrella-chart/image-policies.yaml: 1.35.x releases, stg-N builds).
+MIRRORED_IMAGES="mirror/busybox:1.35 mirror/busybox:1.35.0 mirror/busybox:stg-1 ingress-nginx/controller:v1.15.1 ingress-nginx/kube-webhook-certgen:v1.6.9 oliver006/redis_exporter:v1.89.0"
 
 log() { printf '[testenv] %s\n' "$*" >&2; }
 die() { printf '[testenv] ERROR: %s\n' "$*" >&2; exit 1; }

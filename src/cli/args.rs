@@ -44,12 +44,17 @@ pub enum Command {
     ///
     /// Exit status: 0 committed or nothing to commit, 1 refused or failed.
     Commit(CommitArgs),
-    /// build, then render, then commit; stops at the first stage that fails.
+    /// build, then render, then commit; stops at the first stage that fails. With
+    /// --update-images, image tags are moved by policy first, as a commit of their own.
     Ci {
         #[command(flatten)]
         render: RenderArgs,
         #[command(flatten)]
         commit: CommitFlags,
+        /// Run `images update` first (its own commit of the values files), then build,
+        /// render and commit the state that follows from it.
+        #[arg(long)]
+        update_images: bool,
     },
     /// Deploy an environment's state to the cluster.
     #[command(subcommand)]
@@ -260,6 +265,24 @@ pub struct CommitFlags {
 }
 
 impl CommitFlags {
+    /// The `images update` that `ci --update-images` runs first: every policy, no downgrade.
+    pub fn update_request(
+        &self,
+        root: &Path,
+        env: &str,
+        environment: Environment,
+    ) -> UpdateRequest {
+        UpdateRequest {
+            root: root.to_path_buf(),
+            env: env.to_string(),
+            environment,
+            policies: Vec::new(),
+            dry_run: false,
+            allow_downgrade: false,
+            author: self.author.clone(),
+        }
+    }
+
     pub fn request(&self, root: &Path, env: &str) -> CommitRequest {
         CommitRequest {
             root: root.to_path_buf(),

@@ -56,9 +56,16 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             run_render(&request, &args).await
         }
         Command::Commit(args) => Ok(run_commit(&root, &args.env, &args.flags)),
-        Command::Ci { render, commit } => {
-            let request = render.request(&root, config.environment(&render.env));
-            run_ci(&root, request, &render, &commit).await
+        Command::Ci {
+            render,
+            commit,
+            update_images,
+        } => {
+            let environment = config.environment(&render.env);
+            let update = update_images
+                .then(|| commit.update_request(&root, &render.env, environment.clone()));
+            let request = render.request(&root, environment);
+            run_ci(&root, request, update, &render, &commit).await
         }
         Command::Deploy(DeployTarget::AppGroup(args)) => run_deploy(&root, &args, None).await,
         Command::Rollback { deploy, to } => run_rollback(&root, &deploy, to).await,
@@ -185,10 +192,12 @@ fn print_commit(env: &str, committed: &Result<commit::CommitOutcome, commit::Com
 async fn run_ci(
     root: &Path,
     render: render::RenderRequest,
+    update: Option<UpdateRequest>,
     args: &RenderArgs,
     flags: &CommitFlags,
 ) -> anyhow::Result<ExitCode> {
     let request = ci::CiRequest {
+        update,
         build: args.build_args().request(root),
         render,
         commit: flags.request(root, &args.env),
@@ -196,11 +205,18 @@ async fn run_ci(
     let done = match ci::run(&request, progress_for(args.output)).await {
         Ok(done) => done,
         Err(error) => {
-            let status = failed("build", &error);
-            eprintln!("umbrella ci: stopped at build");
+            let stage = match error {
+                ci::CiError::Update(_) => "images update",
+                ci::CiError::Build(_) => "build",
+            };
+            let status = failed("ci", &error);
+            eprintln!("umbrella ci: stopped at {stage}");
             return Ok(status);
         }
     };
+    if let Some(updated) = &done.update {
+        print(|out| report::write_update(out, updated, args.output))?;
+    }
     print(|out| report::write_build(out, &done.build, args.output))?;
     if let Some(rendered) = &done.render {
         print_render(args, rendered)?;

@@ -1,17 +1,22 @@
-//! `umbrella ci`: build, then render, then commit (the CI job's one step); it stops at the first
-//! stage that fails, keeping what the stages before it reported.
+//! `umbrella ci`: build, then render, then commit (the CI job's one step), after moving image
+//! tags by policy with `--update-images`; it stops at the first stage that fails, keeping what
+//! the stages before it reported. An update is its own commit (the values files), so the state
+//! commit that follows names it as its source: two commits, each reviewable alone.
 
 use std::sync::Arc;
 
 use super::build::{self, BuildError, BuildReport, BuildRequest};
 use super::commit::{self, CommitError, CommitOutcome, CommitRequest};
 use super::render::{self, RenderError, RenderRequest, Rendered};
+use super::update::{self, UpdateError, UpdateRequest, Updated};
 use crate::exit::{self, ExitStatus};
 use crate::progress::Progress;
 
-/// The three stages' requests.
+/// The stages' requests.
 #[derive(Debug, Clone)]
 pub struct CiRequest {
+    /// Image tags moved by policy first (`--update-images`).
+    pub update: Option<UpdateRequest>,
     pub build: BuildRequest,
     pub render: RenderRequest,
     pub commit: CommitRequest,
@@ -21,6 +26,7 @@ pub struct CiRequest {
 /// the render failed or only checked (`--check` commits nothing).
 #[derive(Debug)]
 pub struct CiReport {
+    pub update: Option<Updated>,
     pub build: BuildReport,
     pub render: Option<Result<Rendered, RenderError>>,
     pub commit: Option<Result<CommitOutcome, CommitError>>,
@@ -50,10 +56,33 @@ impl ExitStatus for CiReport {
     }
 }
 
-/// Runs the stages in order. A build that could not start is an error; a stage that ran and
-/// failed is in the report, with everything before it.
-pub async fn run(request: &CiRequest, progress: Arc<dyn Progress>) -> Result<CiReport, BuildError> {
+/// Why `ci` stopped before any build.
+#[derive(Debug, thiserror::Error)]
+pub enum CiError {
+    #[error("images update: {0}")]
+    Update(#[from] UpdateError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl ExitStatus for CiError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CiError::Update(error) => error.exit_code(),
+            CiError::Build(error) => error.exit_code(),
+        }
+    }
+}
+
+/// Runs the stages in order. An update that failed, or a build that could not start, is an
+/// error; a stage that ran and failed is in the report, with everything before it.
+pub async fn run(request: &CiRequest, progress: Arc<dyn Progress>) -> Result<CiReport, CiError> {
+    let updated = match &request.update {
+        Some(update) => Some(update::run(update).await?),
+        None => None,
+    };
     let mut report = CiReport {
+        update: updated,
         build: build::build(&request.build, progress).await?,
         render: None,
         commit: None,
