@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::token_registry::{TokenRegistry, seed_plain};
+use common::token_registry::{TokenRegistry, seed_plain, seed_tls_basic};
 use common::{commit_all, testenv, umbrella, unique};
 use serde_json::Value;
 
@@ -302,5 +302,34 @@ fn ci_with_update_images_commits_the_update_then_the_release_it_renders() {
             .unwrap_or_default()
             .contains(&format!("Source-Commit: {}", update.id())),
         "the release does not name the update as its source"
+    );
+}
+
+#[test]
+fn a_tls_registry_with_basic_auth_is_read_with_the_docker_config_s_ca_and_credentials() {
+    let registry = testenv("UMBRELLA_TEST_REGISTRY_B");
+    let repository = format!("{}/app", unique("tls"));
+    let tags: Vec<String> = ["2.0.0", "2.1.0", "2.1.1-beta.1", "v2.0.5", "3.0.0"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    seed_tls_basic(&registry, &repository, &tags);
+    let image = format!("{registry}/{repository}");
+    let policies = format!(
+        "{HEAD}- name: two\n  image: {image}\n  policy:\n    semver: {{range: '^2'}}\n- name: beta\n  image: {image}\n  policy:\n    semver: {{range: '>=2.1.1-beta.0 <3'}}\n"
+    );
+    let values =
+        "a: 2.0.0 # {\"$imagepolicy\": \"two:tag\"}\nb: 2.0.0 # {\"$imagepolicy\": \"beta:tag\"}\n"
+            .to_string();
+    let repo = git_repository(&[("image-policies.yaml", policies), ("values.yaml", values)]);
+    let (code, report, err) = update(repo.path(), "dev", &["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    // A pre-release is a candidate only where the range names one.
+    assert_eq!(
+        moves(&report),
+        [
+            ("2.0.0".into(), "2.1.0".into(), String::new()),
+            ("2.0.0".into(), "2.1.1-beta.1".into(), String::new()),
+        ]
     );
 }

@@ -6,8 +6,8 @@ use crate::stages::update::{Move, Updated};
 
 use super::output::{OutputFormat, write_json};
 
-/// Writes the moves as a table (image, policy, environment, old tag, new tag or why not), and
-/// the commit that records them.
+/// Writes the moves as a table (image, policy, environment, values file and line, old tag, new
+/// tag or why not), and the commit that records them.
 pub fn write_update(
     out: &mut impl Write,
     updated: &Updated,
@@ -16,7 +16,7 @@ pub fn write_update(
     if format == OutputFormat::Json {
         return write_json(out, updated);
     }
-    let rows: Vec<[String; 5]> = updated.moves.iter().map(row).collect();
+    let rows: Vec<[String; 6]> = updated.moves.iter().map(row).collect();
     write_table(out, &rows)?;
     let moved = updated.moves.iter().filter(|m| m.new.is_some()).count();
     match (&updated.commit, updated.dry_run) {
@@ -30,8 +30,8 @@ pub fn write_update(
     }
 }
 
-/// image, policy, values file and line, old tag, and the new one or why it stays.
-fn row(m: &Move) -> [String; 5] {
+/// image, policy, environment, values file and line, old tag, and the new one or why it stays.
+fn row(m: &Move) -> [String; 6] {
     let outcome = match (&m.new, &m.unchanged) {
         (Some(new), _) => new.clone(),
         (None, Some(why)) => format!("unchanged: {why}"),
@@ -40,6 +40,7 @@ fn row(m: &Move) -> [String; 5] {
     [
         m.image.clone(),
         m.policy.clone(),
+        m.env.clone(),
         format!("{}:{}", m.file, m.line),
         m.old.clone(),
         outcome,
@@ -47,10 +48,10 @@ fn row(m: &Move) -> [String; 5] {
 }
 
 /// The rows under a header, each column as wide as its widest cell (the last one free).
-fn write_table(out: &mut impl Write, rows: &[[String; 5]]) -> std::io::Result<()> {
-    let header = ["image", "policy", "values", "old", "new"].map(String::from);
-    let all: Vec<&[String; 5]> = std::iter::once(&header).chain(rows).collect();
-    let widths: Vec<usize> = (0..4)
+fn write_table(out: &mut impl Write, rows: &[[String; 6]]) -> std::io::Result<()> {
+    let header = ["image", "policy", "env", "values", "old", "new"].map(String::from);
+    let all: Vec<&[String; 6]> = std::iter::once(&header).chain(rows).collect();
+    let widths: Vec<usize> = (0..5)
         .map(|i| all.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     for row in all {
@@ -58,7 +59,7 @@ fn write_table(out: &mut impl Write, rows: &[[String; 5]]) -> std::io::Result<()
         for (cell, width) in row.iter().zip(&widths) {
             line.push_str(&format!("{cell:<width$}  "));
         }
-        line.push_str(&row[4]);
+        line.push_str(&row[5]);
         writeln!(out, "{line}")?;
     }
     Ok(())

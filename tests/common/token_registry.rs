@@ -146,11 +146,12 @@ impl TokenRegistry {
         if !self.accepts(repository, &token).await {
             token = self.token(&scope).await;
         }
+        let base = format!("http://{}", self.host);
         push(
             &self.http,
-            &self.host,
+            &base,
             repository,
-            Some(&token),
+            &Auth::Bearer(token),
             tags,
             image,
         )
@@ -212,32 +213,62 @@ impl TokenRegistry {
 pub fn seed_plain(host: &str, repository: &str, tags: &[String]) {
     umbrella::adapters::tls::install_crypto_provider();
     let http = reqwest::Client::new();
-    runtime().block_on(push(&http, host, repository, None, tags, &image()));
+    let base = format!("http://{host}");
+    runtime().block_on(push(&http, &base, repository, &Auth::None, tags, &image()));
 }
 
-fn authorized(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
-    match token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
+/// Pushes the small image under each of `tags` to registry B: HTTPS with the environment's CA
+/// (from the Docker config's `certs.d`) and its Basic credentials.
+pub fn seed_tls_basic(host: &str, repository: &str, tags: &[String]) {
+    umbrella::adapters::tls::install_crypto_provider();
+    let ca = std::path::Path::new(&testenv("DOCKER_CONFIG"))
+        .join("certs.d")
+        .join(host)
+        .join("ca.crt");
+    let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("registry B's CA"))
+        .build()
+        .expect("HTTPS client");
+    let Ok(Some(Credential::Basic { username, password })) = credential_for(host) else {
+        panic!("registry B's credentials in DOCKER_CONFIG");
+    };
+    let base = format!("https://{host}");
+    let auth = Auth::Basic(username, password);
+    runtime().block_on(push(&http, &base, repository, &auth, tags, &image()));
+}
+
+/// How the seeding requests authenticate.
+enum Auth {
+    None,
+    Bearer(String),
+    Basic(String, String),
+}
+
+fn authorized(request: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder {
+    match auth {
+        Auth::None => request,
+        Auth::Bearer(token) => request.bearer_auth(token),
+        Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
     }
 }
 
-/// Uploads the image's blobs to `repository` on `host` (plain HTTP), then its manifest under
-/// each of `tags`.
+/// Uploads the image's blobs to `repository` at `base` (`http://host`), then its manifest
+/// under each of `tags`.
 async fn push(
     http: &reqwest::Client,
-    host: &str,
+    base: &str,
     repository: &str,
-    token: Option<&str>,
+    auth: &Auth,
     tags: &[String],
     image: &Image,
 ) {
     for blob in [&image.config, &image.layer] {
-        upload(http, host, repository, token, blob).await;
+        upload(http, base, repository, auth, blob).await;
     }
     for tag in tags {
-        let url = format!("http://{host}/v2/{repository}/manifests/{tag}");
-        let answer = authorized(http.put(&url), token)
+        let url = format!("{base}/v2/{repository}/manifests/{tag}");
+        let answer = authorized(http.put(&url), auth)
             .header("Content-Type", MANIFEST_TYPE)
             .body(image.manifest.clone())
             .send()
@@ -251,15 +282,9 @@ async fn push(
     }
 }
 
-async fn upload(
-    http: &reqwest::Client,
-    host: &str,
-    repository: &str,
-    token: Option<&str>,
-    blob: &[u8],
-) {
-    let start = format!("http://{host}/v2/{repository}/blobs/uploads/");
-    let answer = authorized(http.post(&start), token)
+async fn upload(http: &reqwest::Client, base: &str, repository: &str, auth: &Auth, blob: &[u8]) {
+    let start = format!("{base}/v2/{repository}/blobs/uploads/");
+    let answer = authorized(http.post(&start), auth)
         .send()
         .await
         .expect("POST upload");
@@ -273,11 +298,11 @@ async fn upload(
     let location = if location.starts_with("http") {
         location
     } else {
-        format!("http://{host}{location}")
+        format!("{base}{location}")
     };
     let separator = if location.contains('?') { '&' } else { '?' };
     let url = format!("{location}{separator}digest={}", sha256(blob));
-    let answer = authorized(http.put(&url), token)
+    let answer = authorized(http.put(&url), auth)
         .header("Content-Type", "application/octet-stream")
         .body(blob.to_vec())
         .send()
