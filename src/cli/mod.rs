@@ -60,13 +60,7 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             render,
             commit,
             update_images,
-        } => {
-            let environment = config.environment(&render.env);
-            let update = update_images
-                .then(|| commit.update_request(&root, &render.env, environment.clone()));
-            let request = render.request(&root, environment);
-            run_ci(&root, request, update, &render, &commit).await
-        }
+        } => run_ci(&root, &config, &render, &commit, update_images).await,
         Command::Deploy(DeployTarget::AppGroup(args)) => run_deploy(&root, &args, None).await,
         Command::Rollback { deploy, to } => run_rollback(&root, &deploy, to).await,
         Command::Diff(DiffTarget::AppGroup(args)) => run_diff(&root, &args).await,
@@ -191,15 +185,16 @@ fn print_commit(env: &str, committed: &Result<commit::CommitOutcome, commit::Com
 
 async fn run_ci(
     root: &Path,
-    render: render::RenderRequest,
-    update: Option<UpdateRequest>,
+    config: &RepositoryConfig,
     args: &RenderArgs,
     flags: &CommitFlags,
+    update_images: bool,
 ) -> anyhow::Result<ExitCode> {
+    let environment = config.environment(&args.env);
     let request = ci::CiRequest {
-        update,
+        update: update_images.then(|| flags.update_request(root, &args.env, environment.clone())),
         build: args.build_args().request(root),
-        render,
+        render: args.request(root, environment),
         commit: flags.request(root, &args.env),
     };
     let done = match ci::run(&request, progress_for(args.output)).await {
