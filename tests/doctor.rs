@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -15,7 +15,7 @@ use umbrella::adapters::cluster::Cluster;
 use common::{example_repository, repo_root, testenv, unique};
 
 fn doctor(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let output: Output = Command::new(env!("CARGO_BIN_EXE_umbrella"))
+    let output: Output = common::umbrella_command()
         .arg("doctor")
         .args(args)
         .current_dir(dir)
@@ -50,10 +50,48 @@ fn all_ok_against_the_environment() {
         "registry 127.0.0.1:5000",
         "cluster",
         "permissions in default",
+        "secrets",
+        "image-policies.yaml",
     ] {
         assert!(line(&text, name).starts_with("ok  "), "{text}");
     }
     assert!(line(&text, "cluster").contains("Kubernetes v1."), "{text}");
+    assert!(
+        line(&text, "secrets").contains("they open: secrets-production.yaml"),
+        "{text}"
+    );
+    assert!(
+        line(&text, "image-policies.yaml").contains("2 policies, 2 markers"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_secret_values_file_no_key_opens_and_a_marker_naming_no_policy_fail() {
+    let repo = example_repository();
+    let values = repo.path().join("umbrella-chart/values-staging.yaml");
+    let text = std::fs::read_to_string(&values).expect("read")
+        + "x: 1 # {\"$imagepolicy\": \"nope:tag\"}\n";
+    std::fs::write(&values, text).expect("write");
+    let (code, text) = doctor(
+        repo.path(),
+        &[],
+        &[("SOPS_AGE_KEY_FILE", "/nonexistent/umbrella-tests/keys.txt")],
+    );
+    assert_eq!(code, 1, "{text}");
+    let secrets = line(&text, "secrets");
+    assert!(
+        secrets.starts_with("FAIL")
+            && secrets.contains("secrets-production.yaml")
+            && secrets.contains("age1"),
+        "{text}"
+    );
+    let policies = line(&text, "image-policies.yaml");
+    assert!(
+        policies.starts_with("FAIL")
+            && policies.contains("values-staging.yaml:12: no policy 'nope'"),
+        "{text}"
+    );
 }
 
 #[test]

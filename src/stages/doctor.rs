@@ -14,7 +14,11 @@ use crate::adapters::registry::{Registry, RegistryError};
 use crate::adapters::{git, helm};
 use crate::formats::chart::UmbrellaChart;
 use crate::formats::environments::RepositoryConfig;
+use crate::formats::image_markers;
+use crate::formats::image_policies::{ImagePolicies, POLICIES_FILE};
 use crate::formats::layout::{CHART_DIR, CONFIG_FILE, SOURCES_FILE};
+use crate::formats::manifest;
+use crate::formats::sops::{self, Keys, rules::CONFIG_FILE as SOPS_CONFIG, rules::SopsConfig};
 use crate::formats::sources::KbldConfig;
 
 /// No single dependency may hold the whole report up.
@@ -81,6 +85,8 @@ pub async fn run(options: &DoctorOptions) -> Vec<Check> {
     checks.push(sources_check);
     checks.push(check_chart(&root));
     checks.push(check_environments(&root));
+    checks.push(check_secrets(&root));
+    checks.push(check_image_policies(&root));
     let registries = config
         .map(|c| c.destination_registries())
         .unwrap_or_default();
@@ -198,6 +204,124 @@ fn check_chart(root: &Path) -> Check {
             e.to_string(),
             "fix the chart at the place shown; `helm lint umbrella-chart` helps",
         ),
+    }
+}
+
+/// `.sops.yaml` reads, and the age keys at hand open every secret values file of the chart.
+fn check_secrets(root: &Path) -> Check {
+    let config = match SopsConfig::load(root) {
+        Ok(config) => config,
+        Err(e) => return Check::fail(SOPS_CONFIG, e.to_string(), "fix the rule and field named"),
+    };
+    let files = chart_files(&root.join(CHART_DIR), "secrets");
+    if config.is_none() && files.is_empty() {
+        return Check::ok(
+            "secrets",
+            format!(
+                "no {SOPS_CONFIG}: a rendered Secret would be refused (see the README's Secrets)"
+            ),
+        );
+    }
+    let keys = Keys::from_environment();
+    let unopened: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let text = std::fs::read_to_string(file).ok()?;
+            let document = manifest::parse_documents(&text).ok()?.pop()?;
+            let problem = sops::decrypt(&document, &keys).err()?;
+            Some(format!("{}: {problem}", file.display()))
+        })
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if unopened.is_empty() {
+        Check::ok(
+            "secrets",
+            format!(
+                "age keys from {}; they open: {}",
+                keys.looked(),
+                names.join(", ")
+            ),
+        )
+    } else {
+        Check::fail(
+            "secrets",
+            unopened.join("; "),
+            "give an age key of a recipient: SOPS_AGE_KEY_FILE, SOPS_AGE_KEY or ~/.config/sops/age/keys.txt",
+        )
+    }
+}
+
+/// `STEM.yaml` and `STEM-*.yaml` beside the chart (`values`, `secrets`), sorted.
+fn chart_files(chart_dir: &Path, stem: &str) -> Vec<PathBuf> {
+    let per_env = format!("{stem}-");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".yaml"))
+                .is_some_and(|n| n == stem || n.starts_with(&per_env))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// `image-policies.yaml` and every marker of the chart's values files name each other rightly.
+fn check_image_policies(root: &Path) -> Check {
+    let chart_dir = root.join(CHART_DIR);
+    let policies = match ImagePolicies::load(&chart_dir) {
+        Ok(Some(policies)) => policies,
+        Ok(None) => return Check::ok(POLICIES_FILE, "none: image tags move only by hand"),
+        Err(e) => {
+            return Check::fail(
+                POLICIES_FILE,
+                e.to_string(),
+                "fix the policy and field named",
+            );
+        }
+    };
+    let mut markers = 0;
+    let mut problems = Vec::new();
+    for file in chart_files(&chart_dir, "values") {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        match image_markers::find(&text) {
+            Ok(found) => {
+                markers += found.len();
+                problems.extend(
+                    found
+                        .iter()
+                        .filter(|m| policies.get(&m.policy).is_none())
+                        .map(|m| {
+                            format!("{}:{}: no policy '{}'", file.display(), m.line, m.policy)
+                        }),
+                );
+            }
+            Err(e) => problems.push(format!("{}:{}: {}", file.display(), e.line, e.message)),
+        }
+    }
+    if problems.is_empty() {
+        Check::ok(
+            POLICIES_FILE,
+            format!(
+                "{} policies, {markers} markers in the values files",
+                policies.policies.len()
+            ),
+        )
+    } else {
+        Check::fail(
+            POLICIES_FILE,
+            problems.join("; "),
+            "fix the marker at the line shown",
+        )
     }
 }
 
