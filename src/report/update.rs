@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::stages::update::{Move, Updated};
 
-use super::output::{OutputFormat, write_json};
+use super::output::{OutputFormat, write_json, write_retries};
 
 /// Writes the moves as a table (image, policy, environment, values file and line, old tag, new
 /// tag or why not), and the commit that records them.
@@ -18,6 +18,7 @@ pub fn write_update(
     }
     let rows: Vec<[String; 6]> = updated.moves.iter().map(row).collect();
     write_table(out, &rows)?;
+    write_retries(out, &updated.retries)?;
     let moved = updated.moves.iter().filter(|m| m.new.is_some()).count();
     match (&updated.commit, updated.dry_run) {
         (_, true) => writeln!(

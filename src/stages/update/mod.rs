@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::adapters::credentials::credential_for;
 use crate::adapters::git::{self, GitError};
 use crate::adapters::registry::Registry;
-use crate::adapters::retry::Retrier;
+use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit::{self, ExitStatus};
 use crate::formats::environments::Environment;
 use crate::formats::image_markers::{self, Field, Marker};
@@ -67,6 +67,9 @@ pub struct Updated {
     pub dry_run: bool,
     /// The commit that records the change.
     pub commit: Option<String>,
+    /// Registry requests that failed for a passing reason and were tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryNote>,
 }
 
 /// The update could not be made; nothing was written.
@@ -120,7 +123,8 @@ pub async fn run(request: &UpdateRequest) -> Result<Updated, UpdateError> {
         .values_files(&request.root, &chart_dir, &request.env);
     let texts = read_all(&files)?;
     let found = markers(&texts, &policies, &chosen)?;
-    let tags = tag_lists(&found).await?;
+    let retrier = Retrier::default();
+    let tags = tag_lists(&found, &retrier).await?;
     let moves: Vec<(Found, Move)> = found
         .into_iter()
         .map(|f| {
@@ -139,6 +143,7 @@ pub async fn run(request: &UpdateRequest) -> Result<Updated, UpdateError> {
         moves: moves.into_iter().map(|(_, m)| m).collect(),
         dry_run: request.dry_run,
         commit,
+        retries: retrier.notes(),
     })
 }
 
@@ -219,13 +224,15 @@ fn markers(
 
 /// The tags of every repository a marker follows, read concurrently; any failure is the
 /// update's (nothing is decided on a partial view).
-async fn tag_lists(found: &[Found]) -> Result<BTreeMap<String, Vec<String>>, UpdateError> {
+async fn tag_lists(
+    found: &[Found],
+    retrier: &Retrier,
+) -> Result<BTreeMap<String, Vec<String>>, UpdateError> {
     let images: BTreeSet<&str> = found
         .iter()
         .filter(|f| f.marker.field != Field::Name)
         .map(|f| f.policy.image.as_str())
         .collect();
-    let retrier = Retrier::default();
     let mut registries: BTreeMap<String, Arc<Registry>> = BTreeMap::new();
     for image in &images {
         let host = ImageRef::parse(image)
