@@ -142,11 +142,6 @@ pub fn stand_in(text: &str) -> Option<Value> {
     })
 }
 
-/// Whether a string is an encrypted SOPS value.
-pub fn is_encrypted(text: &str) -> bool {
-    text.starts_with("ENC[AES256_GCM,")
-}
-
 struct Parts {
     data: Vec<u8>,
     iv: Vec<u8>,
@@ -191,7 +186,7 @@ mod tests {
             let Value::String(sealed) = encrypt(&value, &key, "data:password:") else {
                 panic!("not encrypted: {value}");
             };
-            assert!(is_encrypted(&sealed), "{sealed}");
+            assert!(sealed.starts_with("ENC[AES256_GCM,"), "{sealed}");
             assert_eq!(decrypt(&sealed, &key, "data:password:").unwrap(), value);
         }
     }

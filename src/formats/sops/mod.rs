@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(sealed["metadata"], secret()["metadata"]);
         assert_eq!(sealed["type"], "Opaque");
         let password = sealed["data"]["password"].as_str().unwrap();
-        assert!(cipher::is_encrypted(password), "{password}");
+        assert!(password.starts_with("ENC[AES256_GCM,"), "{password}");
         assert!(!sealed.to_string().contains("czNjcjN0"));
         assert_eq!(decrypt(&sealed, &keys).unwrap(), secret());
     }
