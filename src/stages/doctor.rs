@@ -17,7 +17,6 @@ use crate::formats::environments::RepositoryConfig;
 use crate::formats::image_markers;
 use crate::formats::image_policies::{ImagePolicies, POLICIES_FILE};
 use crate::formats::layout::{CHART_DIR, CONFIG_FILE, SOURCES_FILE};
-use crate::formats::manifest;
 use crate::formats::sops::{self, Keys, rules::CONFIG_FILE as SOPS_CONFIG, rules::SopsConfig};
 use crate::formats::sources::KbldConfig;
 
@@ -226,10 +225,10 @@ fn check_secrets(root: &Path) -> Check {
     let unopened: Vec<String> = files
         .iter()
         .filter_map(|file| {
-            let text = std::fs::read_to_string(file).ok()?;
-            let document = manifest::parse_documents(&text).ok()?.pop()?;
-            let problem = sops::decrypt(&document, &keys).err()?;
-            Some(format!("{}: {problem}", file.display()))
+            let opened = sops::read_file(file).and_then(|document| {
+                sops::decrypt(&document, &keys).map_err(|e| format!("{}: {e}", file.display()))
+            });
+            opened.err()
         })
         .collect();
     let names: Vec<String> = files

@@ -12,10 +12,13 @@ mod error;
 mod tokens;
 mod transport;
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 
-use super::credentials::Credential;
+use super::credentials::{Credential, credential_for};
 use super::retry::Retrier;
 use crate::formats::image_ref::{DOCKER_HUB, Digest};
 use auth::Authenticator;
@@ -50,6 +53,22 @@ fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
         })
 }
 
+/// A client per registry host, or why that host could not be connected.
+pub type Clients = HashMap<String, Result<Arc<Registry>, String>>;
+
+/// Connects to every host at once, each with the Docker config's credentials for it.
+pub async fn connect_all(hosts: BTreeSet<String>, retrier: &Retrier) -> Clients {
+    futures_util::future::join_all(hosts.into_iter().map(|host| async move {
+        let registry = Registry::connect_configured(&host, retrier.clone())
+            .await
+            .map(Arc::new);
+        (host, registry)
+    }))
+    .await
+    .into_iter()
+    .collect()
+}
+
 /// One registry host, with its scheme settled and its auth state cached.
 pub struct Registry {
     host: String,
@@ -74,6 +93,15 @@ impl Registry {
         credential: Option<Credential>,
     ) -> Result<Self, RegistryError> {
         Registry::connect_with(host, credential, Retrier::default()).await
+    }
+
+    /// [`Registry::connect_with`] with the Docker config's credentials for `host`; a failure
+    /// (of the config or of the registry) as one message.
+    pub async fn connect_configured(host: &str, retrier: Retrier) -> Result<Self, String> {
+        let credential = credential_for(host).map_err(|e| e.to_string())?;
+        Registry::connect_with(host, credential, retrier)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// [`Registry::connect`], its retries reported by `retrier`.

@@ -9,9 +9,13 @@ mod error;
 pub mod keys;
 pub mod rules;
 
+use std::path::Path;
+
 use regex::Regex;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha512};
+
+use crate::formats::manifest;
 
 use cipher::{DataKey, ValueError};
 pub use error::SopsError;
@@ -210,6 +214,21 @@ pub fn strings(document: &Value) -> Vec<String> {
         }
     });
     found
+}
+
+/// A file holding one SOPS-encrypted YAML document; anything else is refused, named.
+pub fn read_file(file: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut documents =
+        manifest::parse_documents(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    match documents.pop() {
+        Some(document) if documents.is_empty() && is_encrypted(&document) => Ok(document),
+        _ => Err(format!(
+            "{}: not a SOPS-encrypted YAML document; encrypt it with `sops encrypt -i {}` (secret values are never read in clear)",
+            file.display(),
+            file.display()
+        )),
+    }
 }
 
 /// The current time as SOPS records `lastmodified`: RFC 3339, UTC, whole seconds.

@@ -15,7 +15,6 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::adapters::credentials::credential_for;
 use crate::adapters::docker::Engine;
 use crate::adapters::git::{self, Revision};
 use crate::adapters::registry::Registry;
@@ -143,11 +142,8 @@ impl Shared {
         if let Some(registry) = registries.get(host) {
             return Ok(registry.clone());
         }
-        let credential = credential_for(host).map_err(|e| e.to_string())?;
         let retrier = Retrier::reporting(self.progress.clone());
-        let registry = Registry::connect_with(host, credential, retrier)
-            .await
-            .map_err(|e| e.to_string())?;
+        let registry = Registry::connect_configured(host, retrier).await?;
         let registry = Arc::new(registry);
         registries.insert(host.to_string(), registry.clone());
         Ok(registry)

@@ -3,12 +3,10 @@
 //! digest (left alone), then the registry's answer to a manifest HEAD for its tag.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use crate::adapters::credentials::credential_for;
-use crate::adapters::registry::Registry;
+use crate::adapters::registry::{self, Clients};
 use crate::adapters::retry::Retrier;
 use crate::formats::image_ref::ImageRef;
 use crate::formats::images_lock::{ImagesLock, LockedImage, Origin};
@@ -174,30 +172,16 @@ fn settle(decision: Decision, answers: &Answers) -> Result<(String, Vec<Origin>)
     }
 }
 
-type Registries = HashMap<String, Result<Arc<Registry>, String>>;
-
-async fn connect_registries(lookups: &BTreeSet<String>, retrier: &Retrier) -> Registries {
-    let hosts: BTreeSet<String> = lookups
+async fn connect_registries(lookups: &BTreeSet<String>, retrier: &Retrier) -> Clients {
+    let hosts = lookups
         .iter()
         .filter_map(|l| ImageRef::parse(l).ok().map(|r| r.registry))
         .collect();
-    futures_util::future::join_all(hosts.into_iter().map(|host| async move {
-        let registry = match credential_for(&host) {
-            Ok(credential) => Registry::connect_with(&host, credential, retrier.clone())
-                .await
-                .map(Arc::new)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        (host, registry)
-    }))
-    .await
-    .into_iter()
-    .collect()
+    registry::connect_all(hosts, retrier).await
 }
 
 /// The pinned reference and the tag it was resolved from.
-async fn ask(registries: &Registries, lookup: &str) -> Result<(String, String), String> {
+async fn ask(registries: &Clients, lookup: &str) -> Result<(String, String), String> {
     let image = ImageRef::parse(lookup).map_err(|e| e.to_string())?;
     let registry = registries
         .get(&image.registry)

@@ -32,7 +32,7 @@ impl SecretValues {
         let mut merged: Option<Value> = None;
         let mut values = SecretValues::default();
         for file in files(chart_dir, env) {
-            let document = read_encrypted(&file)?;
+            let document = sops::read_file(&file)?;
             let clear = match sops::decrypt(&document, keys) {
                 Ok(clear) => {
                     values.strings.extend(sops::strings(&clear));
@@ -69,20 +69,6 @@ fn files(chart_dir: &Path, env: &str) -> Vec<PathBuf> {
         .map(|name| chart_dir.join(name))
         .filter(|file| file.is_file())
         .collect()
-}
-
-fn read_encrypted(file: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut documents =
-        manifest::parse_documents(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-    match documents.pop() {
-        Some(document) if documents.is_empty() && sops::is_encrypted(&document) => Ok(document),
-        _ => Err(format!(
-            "{}: not a SOPS-encrypted YAML document; encrypt it with `sops encrypt -i {}` (secret values are never read in clear)",
-            file.display(),
-            file.display()
-        )),
-    }
 }
 
 /// helm's layering of values files: maps merge key by key, anything else is replaced.

@@ -9,13 +9,9 @@ use crate::formats::image_policies::{Filter, Order, Rule, version_of};
 
 /// The tag `rule` picks among `tags` (filtered by `filter`), if any is a candidate.
 pub fn latest<'t>(tags: &'t [String], filter: Option<&Filter>, rule: &Rule) -> Option<&'t str> {
-    let candidates = tags.iter().filter_map(|tag| {
-        let key = match filter {
-            Some(filter) => filter.key(tag)?,
-            None => tag.clone(),
-        };
-        Some((tag.as_str(), key))
-    });
+    let candidates = tags
+        .iter()
+        .filter_map(|tag| Some((tag.as_str(), ordered_key(tag, filter)?)));
     match rule {
         Rule::Semver(range) => candidates
             .filter_map(|(tag, key)| Some((tag, version_of(&key)?)))
@@ -35,11 +31,9 @@ pub fn latest<'t>(tags: &'t [String], filter: Option<&Filter>, rule: &Rule) -> O
 /// Whether `current` comes after `candidate` in the rule's order (a move to `candidate` would
 /// go backwards); a current tag the rule cannot order is never "newer".
 pub fn is_newer(current: &str, candidate: &str, filter: Option<&Filter>, rule: &Rule) -> bool {
-    let key = |tag: &str| match filter {
-        Some(filter) => filter.key(tag),
-        None => Some(tag.to_string()),
-    };
-    let (Some(current), Some(candidate)) = (key(current), key(candidate)) else {
+    let (Some(current), Some(candidate)) =
+        (ordered_key(current, filter), ordered_key(candidate, filter))
+    else {
         return false;
     };
     let order = match rule {
@@ -54,6 +48,14 @@ pub fn is_newer(current: &str, candidate: &str, filter: Option<&Filter>, rule: &
         },
     };
     order == Ordering::Greater
+}
+
+/// What a policy orders `tag` by: the filter's key (if the tag is a candidate), else the tag.
+fn ordered_key(tag: &str, filter: Option<&Filter>) -> Option<String> {
+    match filter {
+        Some(filter) => filter.key(tag),
+        None => Some(tag.to_string()),
+    }
 }
 
 fn ordered(ordering: Ordering, order: Order) -> Ordering {

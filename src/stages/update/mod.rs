@@ -8,13 +8,11 @@ pub mod choose;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::adapters::credentials::credential_for;
 use crate::adapters::git::{self, GitError};
-use crate::adapters::registry::Registry;
+use crate::adapters::registry;
 use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit::{self, ExitStatus};
 use crate::formats::environments::Environment;
@@ -233,25 +231,21 @@ async fn tag_lists(
         .filter(|f| f.marker.field != Field::Name)
         .map(|f| f.policy.image.as_str())
         .collect();
-    let mut registries: BTreeMap<String, Arc<Registry>> = BTreeMap::new();
-    for image in &images {
-        let host = ImageRef::parse(image)
-            .map_err(|e| UpdateError::Invalid(e.to_string()))?
-            .registry;
-        if registries.contains_key(&host) {
-            continue;
-        }
-        let credential = credential_for(&host).map_err(|e| UpdateError::Registry(e.to_string()))?;
-        let registry = Registry::connect_with(&host, credential, retrier.clone())
-            .await
-            .map_err(|e| UpdateError::Registry(e.to_string()))?;
-        registries.insert(host, Arc::new(registry));
-    }
+    let hosts = images
+        .iter()
+        .map(|image| ImageRef::parse(image).map(|r| r.registry))
+        .collect::<Result<_, _>>()
+        .map_err(|e| UpdateError::Invalid(e.to_string()))?;
+    let registries = registry::connect_all(hosts, retrier).await;
     let lists = futures_util::future::join_all(images.iter().map(|image| {
         let registries = &registries;
         async move {
             let reference = ImageRef::parse(image).map_err(|e| e.to_string())?;
-            let registry = &registries[&reference.registry];
+            let registry = registries
+                .get(&reference.registry)
+                .ok_or_else(|| format!("no client for {}", reference.registry))?
+                .as_ref()
+                .map_err(Clone::clone)?;
             let tags = registry
                 .list_tags(&reference.repository)
                 .await
