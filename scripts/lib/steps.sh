@@ -30,3 +30,15 @@ print_step_times() {
   printf '\n%-*s %8s\n' "$width" "step" "seconds"
   for i in "${!STEP_NAMES[@]}"; do printf '%-*s %8s\n' "$width" "${STEP_NAMES[$i]}" "${STEP_TIMES[$i]}"; done
 }
+
+# Refuses to start a build on a nearly full disk: a linker that runs out of space mid-write dies
+# with SIGBUS ("ld terminated with signal 7"), which names nothing useful.
+require_free_disk() {
+  local need_gib=$1 dir=${2:-.} free_kib
+  free_kib=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+  if ((free_kib < need_gib * 1024 * 1024)); then
+    printf 'error: %s GiB free on the disk holding %s; the build and tests need %s GiB\n' \
+      "$((free_kib / 1024 / 1024))" "$(cd "$dir" && pwd)" "$need_gib" >&2
+    return 1
+  fi
+}
