@@ -12,7 +12,8 @@ use kube::api::Api;
 use serde_json::Value;
 
 use common::group::{Group, client, crd, image, widgets};
-use common::{testenv, umbrella, unique};
+use common::proxy::FaultProxy;
+use common::{api_server, kubeconfig_via, testenv, umbrella, unique};
 
 fn ops(report: &Value) -> Vec<(String, String)> {
     let mut list: Vec<(String, String)> = report["objects"]
@@ -225,6 +226,34 @@ async fn a_job_runs_before_a_deployment_and_a_crd_before_its_resources() {
         position("Widget/w") < position("CustomResourceDefinition/"),
         "{deleted:?}"
     );
+}
+
+/// The waits of a deploy share their watches: a dozen Deployments of one namespace cost three
+/// (the Deployments, the pods, the Warning events), not three each. Over HTTP/1.1 each watch
+/// holds a connection of its own, so the connections opened tell.
+#[test]
+fn the_waits_of_one_namespace_share_their_watches() {
+    let group = Group::new("shared");
+    for i in 0..12 {
+        let name = format!("web-{i}");
+        let deployment = group.deployment(&name, &image(), "");
+        group.write("app", &format!("{name}.yaml"), &deployment);
+    }
+    let proxy = FaultProxy::start(&api_server());
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = kubeconfig_via(&proxy, scratch.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let (code, err) = group
+        .start_with(&["--concurrency", "2"], &[("KUBECONFIG", kubeconfig)], "")
+        .finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Deployment/web-11") && err.contains("ready"),
+        "{err}"
+    );
+    // Waits with watches of their own opened at least 36 connections.
+    let connections = proxy.connections();
+    assert!(connections < 20, "{connections} connections: {err}");
 }
 
 #[test]

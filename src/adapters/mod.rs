@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod credentials;
 pub mod docker;
+pub mod feeds;
 pub mod git;
 pub mod helm;
 pub mod registry;

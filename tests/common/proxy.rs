@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,8 @@ struct Control {
     mode: watch::Sender<Mode>,
     /// Bumped to reset every open connection.
     resets: watch::Sender<u64>,
+    /// Connections accepted so far.
+    accepted: AtomicUsize,
 }
 
 /// A fault-injecting proxy to `target`; it stops when dropped.
@@ -40,7 +43,11 @@ impl FaultProxy {
         let target = target.to_string();
         let (mode, _) = watch::channel(Mode::Forward);
         let (resets, _) = watch::channel(0);
-        let control = Arc::new(Control { mode, resets });
+        let control = Arc::new(Control {
+            mode,
+            resets,
+            accepted: AtomicUsize::new(0),
+        });
         let shared = control.clone();
         let (address, stop) =
             serve_in_background(move |listener| accept_loop(listener, target, shared));
@@ -69,6 +76,15 @@ impl FaultProxy {
     /// Resets new connections as they come (the server looks down); `resume` ends it.
     pub fn refuse(&self) {
         self.control.mode.send_replace(Mode::Refuse);
+    }
+
+    /// How many connections clients opened through the proxy so far.
+    #[allow(
+        dead_code,
+        reason = "examples/chaos includes this file and counts none"
+    )]
+    pub fn connections(&self) -> usize {
+        self.control.accepted.load(Ordering::SeqCst)
     }
 
     /// Closes every open connection with a TCP reset.
@@ -111,6 +127,7 @@ async fn accept_loop(listener: TcpListener, target: String, control: Arc<Control
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
+        control.accepted.fetch_add(1, Ordering::SeqCst);
         if *control.mode.borrow() == Mode::Refuse {
             reset_on_drop(&client);
             drop(client);

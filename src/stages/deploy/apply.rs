@@ -380,9 +380,17 @@ pub(super) fn describe_apply_error(error: &kube::Error, object: &Value) -> Strin
     secrets::scrub(&message, object)
 }
 
-/// One apply: the target's index, what it did, whether it is ready as applied (or why it
-/// failed), how long it took.
-pub(super) type Outcome = (usize, Op, Result<bool, String>, u128);
+/// One apply: the target's index, what it did, its answer (or why it failed), how long it took.
+pub(super) type Outcome = (usize, Op, Result<Answer, String>, u128);
+
+/// What the API server answered to an apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Answer {
+    /// Ready as applied: nothing to wait for.
+    pub ready: bool,
+    /// The object's uid, when it was written (not for an object kept unchanged).
+    pub uid: Option<String>,
+}
 
 impl<'a> Applier<'a> {
     /// Applies every target of the wave, `concurrency` at a time; each outcome as it comes.
@@ -420,9 +428,9 @@ impl<'a> Applier<'a> {
             .buffer_unordered(request.concurrency.max(1))
     }
 
-    async fn apply_one(&self, fence: &Fence, target: &Target) -> Result<(Op, bool), String> {
+    async fn apply_one(&self, fence: &Fence, target: &Target) -> Result<(Op, Answer), String> {
         if let Some(ready) = target.kept_ready {
-            return Ok((Op::Unchanged, ready));
+            return Ok((Op::Unchanged, Answer { ready, uid: None }));
         }
         let request = self.request;
         let (resource, namespaced) = target.resource.as_ref().ok_or_else(|| {
@@ -461,7 +469,13 @@ impl<'a> Applier<'a> {
             Some(version) if applied.resource_version().as_ref() == Some(version) => Op::Unchanged,
             Some(_) => Op::Update,
         };
-        Ok((op, ready))
+        Ok((
+            op,
+            Answer {
+                ready,
+                uid: applied.uid(),
+            },
+        ))
     }
 }
 

@@ -1,6 +1,8 @@
 //! When is an applied object really ready, and when has it failed for good: pure functions over
 //! the live object's JSON, by kapp's, kubedog's and `kubectl rollout`'s rules combined.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::formats::object_ref::ObjectRef;
@@ -269,19 +271,29 @@ fn generic(o: &Value) -> Readiness {
 /// The label selector of a workload's pods (`k=v,...`), for the kinds whose pods tell why they
 /// are not ready; `None` for other kinds.
 pub fn pod_selector(object: &Value) -> Option<String> {
-    let labels = match object["kind"].as_str()? {
+    let labels = pod_match_labels(object)?;
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Some(pairs.join(","))
+}
+
+/// The labels that select a workload's pods (never empty: that would select every pod of the
+/// namespace).
+pub fn pod_match_labels(object: &Value) -> Option<BTreeMap<String, String>> {
+    let labels: BTreeMap<String, String> = match object["kind"].as_str()? {
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
             object["spec"]["selector"]["matchLabels"]
                 .as_object()?
                 .iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                .collect::<Vec<_>>()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
         }
-        "Job" => vec![format!("job-name={}", object["metadata"]["name"].as_str()?)],
+        "Job" => BTreeMap::from([(
+            "job-name".to_string(),
+            object["metadata"]["name"].as_str()?.to_string(),
+        )]),
         _ => return None,
     };
-    // An empty selector would select every pod of the namespace.
-    (!labels.is_empty()).then(|| labels.join(","))
+    (!labels.is_empty()).then_some(labels)
 }
 
 /// Why a workload's pod has failed for good, by the kind's rule: a Job retries failed pods up

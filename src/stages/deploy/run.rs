@@ -18,6 +18,7 @@ use super::removal;
 use super::request::DeployRequest;
 use super::wait::{self, WaitError};
 use crate::adapters::cluster::Cluster;
+use crate::adapters::feeds::Feeds;
 use crate::adapters::retry::Retrier;
 use crate::formats::object_ref::ObjectRef;
 use crate::progress::Progress;
@@ -30,6 +31,8 @@ pub(super) struct Run<'a> {
     pub discovery: &'a Discovery,
     pub retrier: &'a Retrier,
     pub limits: Limits,
+    /// The watches the run's waits share.
+    pub feeds: Feeds,
 }
 
 impl<'a> Run<'a> {
@@ -52,6 +55,7 @@ impl<'a> Run<'a> {
                 fence,
                 deadline: tokio::time::Instant::now() + request.wait_timeout,
             },
+            feeds: Feeds::new(cluster.client.clone()),
         }
     }
 }
@@ -194,18 +198,24 @@ impl Run<'_> {
                 }
             });
             match step.await {
-                Ok(Step::Applied((index, op, result, duration_ms))) => {
+                Ok(Step::Applied((index, op, answer, duration_ms))) => {
                     let target = &targets[index];
+                    let (result, uid) = match answer {
+                        Ok(answer) => (Ok(answer.ready), answer.uid),
+                        Err(e) => (Err(e), None),
+                    };
                     if result == Ok(true) {
                         self.progress.finish(&plan::label_of(target), "ready");
                     }
                     if wave_run.answered(report, target, index, op, result, duration_ms) {
                         let any_age = target.template_kept;
-                        let client = &self.cluster.client;
+                        let (client, feeds) = (&self.cluster.client, &self.feeds);
                         let (progress, deadline) = (self.progress, self.limits.deadline);
                         waits.push(async move {
-                            let waited =
-                                wait::wait_for(client, progress, target, any_age, deadline);
+                            let uid = uid.as_deref();
+                            let waited = wait::wait_for(
+                                feeds, client, progress, target, uid, any_age, deadline,
+                            );
                             (index, waited.await)
                         });
                     }

@@ -5,16 +5,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DynamicObject, LogParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::plan::{Target, label_of};
 use super::ready::{self, Readiness};
 use super::request::DISABLE_WAIT;
-use crate::adapters::cluster::{self, Sighting};
+use crate::adapters::cluster;
+use crate::adapters::feeds::{Feeds, Subscription, Update};
 use crate::progress::Progress;
 
 /// How long a pod may stay unschedulable before the deploy gives up on it.
@@ -29,18 +30,22 @@ pub(super) enum WaitError {
     Timeout(String),
 }
 
-/// Waits until the target is ready, showing the outcome. The pods of a workload whose
-/// template the deploy kept (`pods_of_any_age`) are its current ones, however old: their
-/// failures count (an earlier rollout's pods say nothing of a new one).
+/// Waits until the target is ready, showing the outcome. `uid` is the object's as applied
+/// (when this deploy applied it): an earlier object of the same name says nothing of it. The
+/// pods of a workload whose template the deploy kept (`pods_of_any_age`) are its current ones,
+/// however old: their failures count (an earlier rollout's pods say nothing of a new one).
 pub(super) async fn wait_for(
+    feeds: &Feeds,
     client: &Client,
     progress: &dyn Progress,
     target: &Target,
+    uid: Option<&str>,
     pods_of_any_age: bool,
     deadline: tokio::time::Instant,
 ) -> Result<(), WaitError> {
     let label = label_of(target);
-    let result = wait_ready(client, progress, target, &label, pods_of_any_age, deadline).await;
+    let watch = Watch::new(target, &label, uid, pods_of_any_age);
+    let result = wait_ready(feeds, client, progress, watch, deadline).await;
     let last = match &result {
         Ok(()) => "ready".to_string(),
         Err(WaitError::Failed(reason)) => format!("FAILED: {reason}"),
@@ -50,41 +55,36 @@ pub(super) async fn wait_for(
     result
 }
 
-/// Waits with watches until the object is ready; fails at once on what will not heal.
+/// Waits, on the deploy's shared watches, until the object is ready; fails at once on what
+/// will not heal.
 async fn wait_ready(
+    feeds: &Feeds,
     client: &Client,
     progress: &dyn Progress,
-    target: &Target,
-    label: &str,
-    pods_of_any_age: bool,
+    mut watch: Watch<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<(), WaitError> {
+    let target = watch.target;
     if target.desired.value["metadata"]["annotations"][DISABLE_WAIT] == "true" {
         return Ok(());
     }
-    let Some((resource, namespaced)) = &target.resource else {
+    let Some((resource, _)) = &target.resource else {
         return Ok(());
     };
-    let api = cluster::api_for(client, resource, *namespaced, &target.reference);
-    let mut objects = cluster::watch_one(api, &target.reference.name).boxed();
-    let mut pods = pod_watch(client, target);
-    let mut events = warning_watch(client, target);
-    let mut watch = Watch::new(target, label, pods_of_any_age);
+    let namespace = target.reference.namespace.as_deref();
+    let mut objects = feeds.objects(resource, namespace, &target.reference.name);
+    let selector = ready::pod_match_labels(&target.desired.value);
+    let mut pods = namespace
+        .filter(|_| selector.is_some())
+        .map(|ns| feeds.pods(ns));
+    let selector = selector.unwrap_or_default();
+    let mut events = namespace.map(|ns| feeds.warnings(ns));
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         let verdict = tokio::select! {
-            event = objects.try_next() => match event {
-                Ok(Some(Sighting::Seen(object))) => watch.on_object(progress, &object),
-                Ok(Some(Sighting::Gone)) => watch.on_gone(),
-                Ok(None) => Some(Err(WaitError::Failed(format!("{label}: the watch ended")))),
-                // The watcher re-lists and reconnects by itself (with backoff): keep waiting.
-                Err(e) => {
-                    watch.last = format!("{label}: watch interrupted ({e}), reconnecting");
-                    None
-                }
-            },
-            event = next_item(&mut events) => watch.on_warning(&event),
-            pod = next_item(&mut pods) => watch.on_pod(client, &pod).await,
+            update = objects.next() => watch.on_object_update(progress, update),
+            update = next_update(&mut events) => watch.on_warnings(update),
+            update = next_update(&mut pods) => watch.on_pods(client, &selector, update).await,
             // A pod that stays unschedulable produces no new event: look at the clock too.
             _ = tick.tick() => watch.unschedulable_too_long(Instant::now()),
             _ = tokio::time::sleep_until(deadline) => Some(Err(WaitError::Timeout(watch.last.clone()))),
@@ -95,10 +95,52 @@ async fn wait_ready(
     }
 }
 
+/// The next update of an optional watch; never, when there is none.
+async fn next_update<K>(subscription: &mut Option<Subscription<K>>) -> Update<K> {
+    match subscription {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one update of the object's kind and namespace says about the object: the object
+/// named `name` (with `uid`, when known), not one deleted before it or created after it.
+fn sighting(update: Update<DynamicObject>, name: &str, uid: Option<&str>) -> Option<Sighting> {
+    let ours = |object: &DynamicObject| {
+        object.metadata.name.as_deref() == Some(name)
+            && uid.is_none_or(|uid| object.metadata.uid.as_deref() == Some(uid))
+    };
+    match update {
+        Update::Snapshot { objects, relisted } => match objects.into_iter().find(|o| ours(o)) {
+            Some(object) => Some(Sighting::Seen(object)),
+            None => relisted.then_some(Sighting::Gone),
+        },
+        Update::Applied(object) => ours(&object).then_some(Sighting::Seen(object)),
+        Update::Deleted(object) => ours(&object).then_some(Sighting::Gone),
+        Update::Interrupted(reason) => Some(Sighting::Interrupted(reason)),
+    }
+}
+
+/// What the object's watch tells of it.
+#[derive(Debug, PartialEq)]
+enum Sighting {
+    Seen(Arc<DynamicObject>),
+    Gone,
+    Interrupted(String),
+}
+
+/// Whether `pod` carries every label of the workload's `selector`.
+fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
+    let labels = pod.labels();
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// What a wait has seen so far; each event either settles the wait or leaves it going.
 struct Watch<'a> {
     target: &'a Target,
     label: &'a str,
+    /// The object's as applied, when this deploy applied it.
+    uid: Option<&'a str>,
     /// The object and its pods: the Warning events that count.
     involved: BTreeSet<String>,
     applied_at: k8s_openapi::jiff::Timestamp,
@@ -113,10 +155,16 @@ struct Watch<'a> {
 type Verdict = Option<Result<(), WaitError>>;
 
 impl<'a> Watch<'a> {
-    fn new(target: &'a Target, label: &'a str, pods_of_any_age: bool) -> Self {
+    fn new(
+        target: &'a Target,
+        label: &'a str,
+        uid: Option<&'a str>,
+        pods_of_any_age: bool,
+    ) -> Self {
         Watch {
             target,
             label,
+            uid,
             involved: BTreeSet::from([target.reference.name.clone()]),
             applied_at: k8s_openapi::jiff::Timestamp::now(),
             unschedulable_since: BTreeMap::new(),
@@ -140,6 +188,21 @@ impl<'a> Watch<'a> {
         None
     }
 
+    fn on_object_update(
+        &mut self,
+        progress: &dyn Progress,
+        update: Update<DynamicObject>,
+    ) -> Verdict {
+        match sighting(update, &self.target.reference.name, self.uid)? {
+            Sighting::Seen(object) => self.on_object(progress, &object),
+            Sighting::Gone => self.on_gone(),
+            Sighting::Interrupted(reason) => {
+                self.last = format!("{}: watch interrupted ({reason}), reconnecting", self.label);
+                None
+            }
+        }
+    }
+
     fn on_object(&mut self, progress: &dyn Progress, object: &DynamicObject) -> Verdict {
         match self
             .target
@@ -155,10 +218,31 @@ impl<'a> Watch<'a> {
         }
     }
 
+    fn on_warnings(&self, update: Update<Event>) -> Verdict {
+        update
+            .objects()
+            .iter()
+            .find_map(|event| self.on_warning(event))
+    }
+
     fn on_warning(&self, event: &Event) -> Verdict {
         let value = serde_json::to_value(event).unwrap_or_default();
         let reason = ready::warning_failure(&value, &self.involved, self.applied_at)?;
         self.failed(reason)
+    }
+
+    async fn on_pods(
+        &mut self,
+        client: &Client,
+        selector: &BTreeMap<String, String>,
+        update: Update<Pod>,
+    ) -> Verdict {
+        for pod in update.objects().iter().filter(|pod| selects(selector, pod)) {
+            if let Some(verdict) = self.on_pod(client, pod).await {
+                return Some(verdict);
+            }
+        }
+        None
     }
 
     async fn on_pod(&mut self, client: &Client, pod: &Pod) -> Verdict {
@@ -207,47 +291,6 @@ fn unschedulable_past_grace(
         .map(|(_, reason)| reason.as_str())
 }
 
-type WatchStream<T> =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, watcher::Error>> + Send>>;
-
-/// A watch on the pods of a workload (by its selector), for failing fast.
-fn pod_watch(client: &Client, target: &Target) -> Option<WatchStream<Pod>> {
-    let selector = ready::pod_selector(&target.desired.value)?;
-    let namespace = target.reference.namespace.clone()?;
-    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    Some(
-        watcher(api, watcher::Config::default().labels(&selector))
-            .default_backoff()
-            .applied_objects()
-            .boxed(),
-    )
-}
-
-/// A watch on the Warning events of the object's namespace, for failing fast on them.
-fn warning_watch(client: &Client, target: &Target) -> Option<WatchStream<Event>> {
-    let namespace = target.reference.namespace.clone()?;
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    Some(
-        watcher(api, watcher::Config::default().fields("type=Warning"))
-            .default_backoff()
-            .applied_objects()
-            .boxed(),
-    )
-}
-
-/// The next item of an optional watch; never, when there is no watch or it has ended.
-async fn next_item<T>(stream: &mut Option<WatchStream<T>>) -> T {
-    if let Some(stream) = stream {
-        // Errors are passing: the watcher reconnects with backoff.
-        while let Some(item) = stream.next().await {
-            if let Ok(item) = item {
-                return item;
-            }
-        }
-    }
-    std::future::pending().await
-}
-
 async fn last_log_lines(client: &Client, pod: &Pod) -> String {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let params = LogParams {
@@ -262,7 +305,56 @@ async fn last_log_lines(client: &Client, pod: &Pod) -> String {
 
 #[cfg(test)]
 mod tests {
+    use kube::api::ObjectMeta;
+
     use super::*;
+
+    fn job(uid: &str) -> Arc<DynamicObject> {
+        Arc::new(DynamicObject {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some("migrate".into()),
+                uid: Some(uid.into()),
+                ..Default::default()
+            },
+            data: serde_json::Value::Null,
+        })
+    }
+
+    #[test]
+    fn only_the_object_as_applied_is_seen_and_only_a_relist_proves_it_gone() {
+        let seen = |update, uid| sighting(update, "migrate", uid);
+        let snapshot =
+            |objects: Vec<Arc<DynamicObject>>, relisted| Update::Snapshot { objects, relisted };
+        assert_eq!(
+            seen(snapshot(vec![job("old")], false), Some("new")),
+            None,
+            "an earlier object of the name is not the one applied"
+        );
+        assert_eq!(
+            seen(snapshot(vec![], false), Some("new")),
+            None,
+            "not seen yet"
+        );
+        assert_eq!(
+            seen(snapshot(vec![job("old")], true), Some("new")),
+            Some(Sighting::Gone)
+        );
+        assert_eq!(
+            seen(Update::Applied(job("new")), Some("new")),
+            Some(Sighting::Seen(job("new")))
+        );
+        assert_eq!(seen(Update::Deleted(job("old")), Some("new")), None);
+        assert_eq!(
+            seen(Update::Deleted(job("new")), Some("new")),
+            Some(Sighting::Gone)
+        );
+        assert_eq!(
+            seen(Update::Applied(job("any")), None),
+            Some(Sighting::Seen(job("any"))),
+            "an object kept unchanged is known by its name"
+        );
+    }
 
     #[test]
     fn a_pod_fails_only_once_unschedulable_past_the_grace() {
