@@ -236,7 +236,10 @@ fn the_waits_of_one_namespace_share_their_watches() {
     let group = Group::new("shared");
     for i in 0..12 {
         let name = format!("web-{i}");
-        let deployment = group.deployment(&name, &image(), "");
+        // Available 3 s after their pods are ready: the waits overlap.
+        let deployment = group
+            .deployment(&name, &image(), "")
+            .replace("  replicas: 2\n", "  replicas: 2\n  minReadySeconds: 3\n");
         group.write("app", &format!("{name}.yaml"), &deployment);
     }
     let proxy = FaultProxy::start(&api_server());

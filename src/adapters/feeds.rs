@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -82,7 +82,7 @@ impl<K> Shared<K> {
     }
 }
 
-/// One shared watch; it stops when dropped.
+/// One shared watch; it stops when dropped, that is when its last subscriber is done.
 struct Feed<K> {
     shared: Arc<Shared<K>>,
     task: tokio::task::JoinHandle<()>,
@@ -109,12 +109,12 @@ where
         Feed { shared, task }
     }
 
-    fn subscribe(&self) -> Subscription<K> {
+    fn subscribe(self: &Arc<Self>) -> Subscription<K> {
         // Subscribed before the store is looked at: nothing falls between the two.
         let receiver = self.shared.signals.subscribe();
         let listed = self.shared.with_store(|store| store.is_some());
         Subscription {
-            shared: self.shared.clone(),
+            feed: self.clone(),
             receiver,
             snapshot_due: Some(!listed),
         }
@@ -170,7 +170,7 @@ fn slim<K: Resource>(mut object: K) -> K {
 
 /// One subscriber's view of a shared watch: a snapshot first, then each change.
 pub struct Subscription<K> {
-    shared: Arc<Shared<K>>,
+    feed: Arc<Feed<K>>,
     receiver: broadcast::Receiver<Signal<K>>,
     /// A snapshot is owed (on subscribing, after a re-list, after falling behind); `true` when
     /// it must come from a list made after the subscription began.
@@ -183,7 +183,7 @@ impl<K> Subscription<K> {
     pub async fn next(&mut self) -> Update<K> {
         loop {
             if let Some(relisted) = self.snapshot_due
-                && let Some(objects) = self.shared.snapshot()
+                && let Some(objects) = self.feed.shared.snapshot()
             {
                 self.snapshot_due = None;
                 return Update::Snapshot { objects, relisted };
@@ -217,12 +217,13 @@ enum Scope {
     Named(String),
 }
 
-/// The shared watches of one deploy, started on first use and stopped when dropped.
+/// The shared watches of one deploy: each started by its first subscriber and stopped when
+/// its last one is done, so a deploy holds open only the watches its current waits need.
 pub struct Feeds {
     client: Client,
-    objects: Mutex<HashMap<ObjectsKey, Feed<DynamicObject>>>,
-    pods: Mutex<HashMap<String, Feed<Pod>>>,
-    warnings: Mutex<HashMap<String, Feed<Event>>>,
+    objects: Mutex<HashMap<ObjectsKey, Weak<Feed<DynamicObject>>>>,
+    pods: Mutex<HashMap<String, Weak<Feed<Pod>>>>,
+    warnings: Mutex<HashMap<String, Weak<Feed<Event>>>>,
 }
 
 impl Feeds {
@@ -283,7 +284,7 @@ impl Feeds {
 }
 
 fn subscribe<Key, K>(
-    feeds: &Mutex<HashMap<Key, Feed<K>>>,
+    feeds: &Mutex<HashMap<Key, Weak<Feed<K>>>>,
     key: Key,
     start: impl FnOnce() -> Feed<K>,
 ) -> Subscription<K>
@@ -292,7 +293,13 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let mut feeds = feeds.lock().unwrap_or_else(PoisonError::into_inner);
-    feeds.entry(key).or_insert_with(start).subscribe()
+    if let Some(feed) = feeds.get(&key).and_then(Weak::upgrade) {
+        return feed.subscribe();
+    }
+    feeds.retain(|_, feed| feed.strong_count() > 0);
+    let feed = Arc::new(start());
+    feeds.insert(key, Arc::downgrade(&feed));
+    feed.subscribe()
 }
 
 #[cfg(test)]
@@ -344,7 +351,7 @@ mod tests {
     /// A feed driven by `events` instead of a watch.
     fn fed(
         events: tokio::sync::mpsc::UnboundedReceiver<watcher::Event<ConfigMap>>,
-    ) -> Feed<ConfigMap> {
+    ) -> Arc<Feed<ConfigMap>> {
         let (signals, _) = broadcast::channel(4);
         let shared = Arc::new(Shared {
             store: Mutex::new(None),
@@ -352,7 +359,7 @@ mod tests {
         });
         let events = tokio_stream_of(events).map(Ok);
         let task = tokio::spawn(pump(events, shared.clone()));
-        Feed { shared, task }
+        Arc::new(Feed { shared, task })
     }
 
     fn tokio_stream_of<T>(
