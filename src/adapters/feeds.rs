@@ -22,8 +22,9 @@ const BACKLOG: usize = 64;
 /// What a subscriber learns from a shared watch.
 #[derive(Debug)]
 pub enum Update<K> {
-    /// Everything the watch holds now. `relisted`: listed after the subscription began (a
-    /// consistent read), so an object it lacks is gone rather than not yet seen.
+    /// Everything the watch holds now. `relisted`: listed after the subscription began; for
+    /// [`Feeds::objects`], whose lists are consistent reads, an object it lacks is gone rather
+    /// than not yet seen.
     Snapshot {
         objects: Vec<Arc<K>>,
         relisted: bool,
