@@ -288,7 +288,6 @@ fn hooks_run_in_their_phases_and_are_neither_drift_nor_run_again() {
             "post-install,post-upgrade",
             Extra {
                 annotations: "    helm.sh/hook-delete-policy: hook-succeeded\n",
-                spec: "  ttlSecondsAfterFinished: 0\n",
                 ..NO_EXTRA
             },
         ),
@@ -297,6 +296,11 @@ fn hooks_run_in_their_phases_and_are_neither_drift_nor_run_again() {
         "web",
         "undo.yaml",
         &data_config_map(&group, "undone", "yes", "    helm.sh/hook: pre-rollback\n"),
+    );
+    group.write(
+        "web",
+        "redo.yaml",
+        &data_config_map(&group, "redone", "yes", "    helm.sh/hook: post-rollback\n"),
     );
     let first = common::commit_all(group.repo.path(), "v1");
 
@@ -310,10 +314,15 @@ fn hooks_run_in_their_phases_and_are_neither_drift_nor_run_again() {
             && position(&lines, "create ConfigMap/web") < position(&lines, "create Job/announce"),
         "{lines:#?}"
     );
-    assert!(!lines.iter().any(|l| l.contains("undone")), "{lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("undone") || l.contains("redone")),
+        "{lines:#?}"
+    );
     assert!(
         !job_exists(&group, "announce"),
-        "hook-succeeded (and its TTL) removed it"
+        "hook-succeeded removed it (it has no TTL)"
     );
 
     // Self-deleting hook Jobs are neither missing nor drift.
@@ -360,7 +369,9 @@ fn hooks_run_in_their_phases_and_are_neither_drift_nor_run_again() {
     assert_eq!(code, 0, "{out}{err}");
     let lines = settled(&serde_json::from_str(&out).expect("json"));
     assert!(
-        position(&lines, "create ConfigMap/undone") < position(&lines, "update ConfigMap/web"),
+        position(&lines, "create ConfigMap/undone") < position(&lines, "update ConfigMap/web")
+            && position(&lines, "update ConfigMap/web")
+                < position(&lines, "create ConfigMap/redone"),
         "{lines:#?}"
     );
     assert!(!lines.iter().any(|l| l.contains("Job/")), "{lines:#?}");

@@ -196,6 +196,34 @@ fn encrypted_values_render_into_an_encrypted_state_sops_opens_kept_byte_for_byte
 }
 
 #[test]
+fn a_secret_value_a_chart_puts_outside_a_secret_is_refused_never_written() {
+    let env = unique("leak");
+    let password = unique("pw-leak");
+    let repo = example_with_password(&env, &password);
+    std::fs::write(
+        repo.path()
+            .join("umbrella-chart/charts/order-service/templates/leak.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leak\ndata:\n  url: postgres://app:{{ .Values.database.password }}@db\n",
+    )
+    .expect("write a template");
+    let (code, out, err) = umbrella(repo.path(), &["render", "--env", &env], &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("ConfigMap/leak")
+            && err.contains("`data.url`")
+            && err.contains(&format!(
+                "`order-service.database.password` from secrets-{env}.yaml"
+            )),
+        "{err}"
+    );
+    assert!(!format!("{out}{err}").contains(&password));
+    assert!(
+        !repo.path().join("umbrella-state").join(&env).exists(),
+        "nothing written"
+    );
+}
+
+#[test]
 fn check_compares_secrets_with_a_key_and_without_one_names_them_unless_told_not_to() {
     let env = unique("chk");
     let password = unique("pw-check");

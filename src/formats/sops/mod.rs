@@ -204,13 +204,13 @@ pub fn stand_ins(document: &Value) -> Value {
     tree
 }
 
-/// Every string value of a decrypted document (to scrub from messages of the programs that
-/// were given them).
-pub fn strings(document: &Value) -> Vec<String> {
+/// Every string value of a decrypted document with its dotted key path (to scrub from the
+/// messages of the programs that were given them, and to find them where they must not be).
+pub fn strings(document: &Value) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    walk(&mut document.clone(), &mut Vec::new(), &mut |leaf, _| {
+    walk(&mut document.clone(), &mut Vec::new(), &mut |leaf, path| {
         if let Some(text) = leaf.as_str() {
-            found.push(text.to_string());
+            found.push((path.join("."), text.to_string()));
         }
     });
     found

@@ -211,6 +211,9 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     let mut objects = split::split(&output, &chart.metadata.name)?;
     check_apps(&objects, &request.env)?;
     fill_namespaces(&mut objects, &settings.namespace);
+    if !request.allow_plaintext_secrets {
+        refuse_leaks(&secrets.leaks(&objects, sealing::is_secret))?;
+    }
 
     let pin_started = std::time::Instant::now();
     let rules = Rules::from_config(&config);
@@ -275,6 +278,16 @@ fn state_files(
         return Err(RenderError::Secrets(refused.join("\n")));
     }
     Ok((files, sealer.sealed))
+}
+
+/// Refuses a render that would write a secret value in clear outside a Secret.
+fn refuse_leaks(leaks: &[String]) -> Result<(), RenderError> {
+    if leaks.is_empty() {
+        return Ok(());
+    }
+    let mut lines = leaks.to_vec();
+    lines.push(secret_values::HOW_TO_KEEP_A_VALUE_SECRET.to_string());
+    Err(RenderError::Secrets(lines.join("\n")))
 }
 
 /// `helm template` of the chart, its dependencies built first where they are missing.

@@ -16,7 +16,7 @@ use super::split::RenderedObject;
 use super::state_dir::{plain_file, source_header};
 
 /// Whether an object is a Secret the state must not hold in clear.
-fn is_secret(object: &RenderedObject) -> bool {
+pub fn is_secret(object: &RenderedObject) -> bool {
     object.kind() == "Secret" && object.api_version() == "v1"
 }
 

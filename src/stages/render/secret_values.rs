@@ -10,6 +10,8 @@ use serde_json::Value;
 use crate::formats::manifest;
 use crate::formats::sops::{self, Keys, SopsError};
 
+use super::split::RenderedObject;
+
 /// The decrypted secret values of one render, layered in order.
 #[derive(Default)]
 pub struct SecretValues {
@@ -17,11 +19,21 @@ pub struct SecretValues {
     pub yaml: Option<String>,
     /// Files that could not be decrypted (no key) and stand-ins were used for (`--check`).
     pub stood_in: Vec<PathBuf>,
-    /// Every decrypted string, to scrub from helm's messages.
-    strings: Vec<String>,
+    /// Every decrypted string, to scrub from helm's messages and to find in the render.
+    strings: Vec<SecretString>,
 }
 
-/// The shortest value scrubbed from messages: shorter ones would mask ordinary words.
+/// One decrypted string and where it was read.
+struct SecretString {
+    /// The values file's name, e.g. `secrets-production.yaml`.
+    file: String,
+    /// Its dotted key path in that file, e.g. `orderService.db.password`.
+    key: String,
+    value: String,
+}
+
+/// The shortest value scrubbed from messages and looked for in the render: shorter ones
+/// would match ordinary words.
 const SCRUBBED_LENGTH: usize = 4;
 
 impl SecretValues {
@@ -33,32 +45,96 @@ impl SecretValues {
         let mut values = SecretValues::default();
         for file in files(chart_dir, env) {
             let document = sops::read_file(&file)?;
-            let clear = match sops::decrypt(&document, keys) {
-                Ok(clear) => {
-                    values.strings.extend(sops::strings(&clear));
-                    clear
-                }
-                Err(SopsError::NoKey { .. } | SopsError::WrongKey { .. }) if check => {
-                    values.stood_in.push(file.clone());
-                    sops::stand_ins(&document)
-                }
-                Err(e) => return Err(format!("{}: cannot decrypt: {e}", file.display())),
-            };
+            let clear =
+                match sops::decrypt(&document, keys) {
+                    Ok(clear) => {
+                        let name = file.file_name().unwrap_or_default().to_string_lossy();
+                        values.strings.extend(sops::strings(&clear).into_iter().map(
+                            |(key, value)| SecretString {
+                                file: name.to_string(),
+                                key,
+                                value,
+                            },
+                        ));
+                        clear
+                    }
+                    Err(SopsError::NoKey { .. } | SopsError::WrongKey { .. }) if check => {
+                        values.stood_in.push(file.clone());
+                        sops::stand_ins(&document)
+                    }
+                    Err(e) => return Err(format!("{}: cannot decrypt: {e}", file.display())),
+                };
             match &mut merged {
                 Some(base) => merge(base, clear),
                 None => merged = Some(clear),
             }
         }
         values.yaml = merged.map(|m| manifest::to_yaml(&m));
-        values.strings.retain(|s| s.len() >= SCRUBBED_LENGTH);
+        values.strings.retain(|s| s.value.len() >= SCRUBBED_LENGTH);
         Ok(values)
     }
 
     /// `text` with every secret value replaced.
     pub fn scrub(&self, text: &str) -> String {
-        self.strings.iter().fold(text.to_string(), |text, value| {
-            text.replace(value.as_str(), "(secret value)")
+        self.strings.iter().fold(text.to_string(), |text, secret| {
+            text.replace(secret.value.as_str(), "(secret value)")
         })
+    }
+
+    /// Every place a secret value would be written in clear: a field of an object that is not
+    /// `encrypted` (only Secrets are) holding one. Named by object, field and secret key, never
+    /// by value.
+    pub fn leaks(
+        &self,
+        objects: &[RenderedObject],
+        encrypted: impl Fn(&RenderedObject) -> bool,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        for object in objects.iter().filter(|o| !encrypted(o)) {
+            visit_strings(&object.value, &mut String::new(), &mut |field, text| {
+                let held = self.strings.iter().filter(|s| text.contains(&s.value));
+                found.extend(held.map(|secret| {
+                    format!(
+                        "{} (app {}, from {}) would hold the value of `{}` from {} in clear, in its field `{field}`",
+                        object.describe(),
+                        object.app,
+                        object.source,
+                        secret.key,
+                        secret.file
+                    )
+                }));
+            });
+        }
+        found
+    }
+}
+
+/// Said after the objects that would hold a secret value in clear.
+pub const HOW_TO_KEEP_A_VALUE_SECRET: &str = "Only v1 Secrets are encrypted in the state: put the value in a Secret and refer to it (e.g. `valueFrom.secretKeyRef`), or pass --allow-plaintext-secrets.";
+
+/// Calls `found` with the path and text of every string in `value` (keys excluded).
+fn visit_strings(value: &Value, path: &mut String, found: &mut dyn FnMut(&str, &str)) {
+    let depth = path.len();
+    match value {
+        Value::String(text) => found(path, text),
+        Value::Object(map) => {
+            for (key, child) in map {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                visit_strings(child, path, found);
+                path.truncate(depth);
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                path.push_str(&format!("[{index}]"));
+                visit_strings(item, path, found);
+                path.truncate(depth);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -146,15 +222,55 @@ mod tests {
         );
     }
 
+    fn holding(value: &str) -> SecretValues {
+        SecretValues {
+            strings: vec![SecretString {
+                file: "secrets-prod.yaml".into(),
+                key: "db.password".into(),
+                value: value.into(),
+            }],
+            ..SecretValues::default()
+        }
+    }
+
     #[test]
     fn helm_messages_are_scrubbed_of_the_values() {
-        let values = SecretValues {
-            strings: vec!["hunter22".into()],
-            ..SecretValues::default()
-        };
         assert_eq!(
-            values.scrub("bad value hunter22 at line 3"),
+            holding("hunter22").scrub("bad value hunter22 at line 3"),
             "bad value (secret value) at line 3"
+        );
+    }
+
+    fn rendered(value: Value) -> RenderedObject {
+        RenderedObject {
+            app: "orders".into(),
+            source: "shop/charts/orders/templates/x.yaml".into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn a_value_outside_a_secret_is_named_by_field_and_key_never_shown() {
+        let objects = [
+            rendered(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db"}, "stringData": {"password": "hunter22"}})),
+            rendered(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "orders"},
+                "spec": {"template": {"spec": {"containers": [{"env": [
+                    {"name": "PORT", "value": "80"},
+                    {"name": "DB", "value": "postgres://app:hunter22@db"}]}]}}}})),
+            rendered(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "plain"}, "data": {"hunter": "22"}})),
+        ];
+        let leaks = holding("hunter22").leaks(&objects, |o| o.kind() == "Secret");
+        assert_eq!(leaks.len(), 1, "{leaks:#?}");
+        assert!(
+            leaks[0].contains("Deployment/orders")
+                && leaks[0].contains("`spec.template.spec.containers[0].env[1].value`")
+                && leaks[0].contains("`db.password` from secrets-prod.yaml")
+                && !leaks[0].contains("hunter22"),
+            "{}",
+            leaks[0]
         );
     }
 }
