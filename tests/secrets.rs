@@ -224,6 +224,87 @@ fn a_secret_value_a_chart_puts_outside_a_secret_is_refused_never_written() {
 }
 
 #[test]
+fn keys_are_found_in_the_variable_and_in_sops_default_file() {
+    let env = unique("keys");
+    let repo = example_with_password(&env, &unique("pw-keys"));
+    let (code, _, err) = umbrella(repo.path(), &["render", "--env", &env], &[]);
+    assert_eq!(code, 0, "{err}");
+    let check = ["render", "--env", env.as_str(), "--check"];
+    let key_text = read(&demo_key_file());
+    let (code, out, err) = umbrella(
+        repo.path(),
+        &check,
+        &[NO_KEY[0], ("SOPS_AGE_KEY", key_text.as_str())],
+    );
+    assert_eq!(code, 0, "SOPS_AGE_KEY: {out}{err}");
+
+    let config = tempfile::tempdir().expect("temp dir");
+    let default = config.path().join("sops/age/keys.txt");
+    std::fs::create_dir_all(default.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(demo_key_file(), &default).expect("copy the key");
+    let xdg = config.path().display().to_string();
+    let (code, out, err) = umbrella(repo.path(), &check, &[NO_KEY[0], ("XDG_CONFIG_HOME", &xdg)]);
+    assert_eq!(code, 0, "$XDG_CONFIG_HOME/sops/age/keys.txt: {out}{err}");
+
+    let home = tempfile::tempdir().expect("temp dir");
+    let below_home = home.path().join(".config");
+    std::fs::create_dir_all(&below_home).expect("mkdir");
+    std::fs::rename(config.path().join("sops"), below_home.join("sops")).expect("move");
+    let home_dir = home.path().display().to_string();
+    let (code, out, err) = umbrella(
+        repo.path(),
+        &check,
+        &[NO_KEY[0], ("XDG_CONFIG_HOME", ""), ("HOME", &home_dir)],
+    );
+    assert_eq!(code, 0, "~/.config/sops/age/keys.txt: {out}{err}");
+
+    let (code, _, _) = umbrella(repo.path(), &check, &[NO_KEY[0], ("HOME", &home_dir)]);
+    assert_eq!(code, 1, "no key where the variables point");
+}
+
+#[test]
+fn secret_values_layer_after_the_environments_values_and_before_values_flags() {
+    let env = unique("lay");
+    let repo = example_with_password(&env, "from-env-secrets");
+    let path = |name: &str| repo.path().join("umbrella-chart").join(name);
+    std::fs::write(
+        path("secrets.yaml"),
+        "order-service:\n  database:\n    password: from-all-secrets\n    user: from-all-secrets\n",
+    )
+    .expect("write");
+    let (code, _, err) = sops(
+        repo.path(),
+        &["encrypt", "-i", "umbrella-chart/secrets.yaml"],
+        &demo_key_file(),
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        path(&format!("values-{env}.yaml")),
+        "order-service:\n  database:\n    password: from-env-values\n",
+    )
+    .expect("write");
+    let (code, _, err) = umbrella(repo.path(), &["render", "--env", &env], &[]);
+    assert_eq!(code, 0, "{err}");
+    let file = secret_file(repo.path(), &env);
+    let secret = sops_decrypted(repo.path(), &file, &demo_key_file());
+    assert_eq!(secret["stringData"]["password"], "from-env-secrets");
+
+    std::fs::write(
+        repo.path().join("flag.yaml"),
+        "order-service:\n  database:\n    password: from-the-flag\n",
+    )
+    .expect("write");
+    let (code, _, err) = umbrella(
+        repo.path(),
+        &["render", "--env", &env, "-f", "flag.yaml"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let secret = sops_decrypted(repo.path(), &file, &demo_key_file());
+    assert_eq!(secret["stringData"]["password"], "from-the-flag");
+}
+
+#[test]
 fn check_compares_secrets_with_a_key_and_without_one_names_them_unless_told_not_to() {
     let env = unique("chk");
     let password = unique("pw-check");
