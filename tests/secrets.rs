@@ -193,6 +193,16 @@ fn encrypted_values_render_into_an_encrypted_state_sops_opens_kept_byte_for_byte
         &demo_key_file(),
     );
     assert_ne!(code, 0, "the old key still opens the rotated file");
+
+    // Exactly the rendered Secret: what the same render writes when told to keep it in clear.
+    let (code, _, err) = umbrella(
+        repo.path(),
+        &["render", "--env", &env, "--allow-plaintext-secrets"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let plain: Value = yaml_serde::from_str(&read(&file)).expect("the Secret in clear");
+    assert_eq!(rotated, plain);
 }
 
 #[test]
@@ -453,7 +463,15 @@ async fn deploy_decrypts_with_the_key_and_applies_nothing_without_it_or_after_a_
         diff.contains("Secret/order-service-database") && diff.contains("masked"),
         "{diff}"
     );
-    let (_, status, status_err) = run(&["status", "app-group", &env, "-o", "json"], &[]);
+    let (code, diff_json, diff_json_err) = run(&["diff", "app-group", &env, "-o", "json"], &[]);
+    assert_eq!(code, 0, "{diff_json_err}");
+    assert!(diff_json.contains("order-service-database"), "{diff_json}");
+    let (code, status, status_err) = run(&["status", "app-group", &env, "-o", "json"], &[]);
+    assert_eq!(
+        code, 0,
+        "the live commit's state, decrypted, matches: {status}{status_err}"
+    );
+    assert!(status.contains("order-service-database"), "{status}");
     let (code, redeploy, redeploy_err) = run(&deploy, &[]);
     assert_eq!(code, 0, "{redeploy_err}");
     let encoded = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
@@ -464,6 +482,8 @@ async fn deploy_decrypts_with_the_key_and_applies_nothing_without_it_or_after_a_
         ci_err,
         diff,
         diff_err,
+        diff_json,
+        diff_json_err,
         status,
         status_err,
         redeploy,
