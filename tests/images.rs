@@ -243,6 +243,23 @@ fn bad_policies_bad_markers_and_an_unreachable_registry_write_nothing() {
     );
     assert_eq!(read(repo.path(), "values.yaml"), unknown);
 
+    // A comment naming the marker key that is not a marker (its closing brace missing).
+    let malformed = format!("{values}other: x # {{\"$imagepolicy\": \"release:tag\"\n");
+    let repo = git_repository(&[
+        ("image-policies.yaml", good.clone()),
+        ("values.yaml", malformed.clone()),
+    ]);
+    let (before, _) = head(repo.path());
+    let (code, _, err) = update(repo.path(), "dev", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("values.yaml:3: the comment `# {\"$imagepolicy\": \"release:tag\"`")
+            && err.contains("not valid marker JSON"),
+        "{err}"
+    );
+    assert_eq!(read(repo.path(), "values.yaml"), malformed);
+    assert_eq!(head(repo.path()).0, before);
+
     let unreachable = good.replace(&registry, "127.0.0.1:9");
     let values = values.clone();
     let repo = git_repository(&[
@@ -255,6 +272,84 @@ fn bad_policies_bad_markers_and_an_unreachable_registry_write_nothing() {
     assert!(err.contains("127.0.0.1:9"), "{err}");
     assert_eq!(read(repo.path(), "values.yaml"), values);
     assert_eq!(head(repo.path()).0, before);
+}
+
+/// `git status --porcelain`: empty when nothing is staged, changed or untracked.
+fn porcelain(repo: &Path) -> String {
+    let output = std::process::Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(repo)
+        .output()
+        .expect("git status");
+    assert!(output.status.success(), "git status failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_commit_that_fails_leaves_the_values_files_and_the_index_as_they_were() {
+    let registry = testenv("UMBRELLA_TEST_REGISTRY_A");
+    let image = format!("{registry}/{}/app", unique("fail"));
+    let repository = image.split_once('/').expect("host").1;
+    seed_plain(&registry, repository, &["1.0.0".into(), "1.1.0".into()]);
+    let policies = format!(
+        "{HEAD}- name: release\n  image: {image}\n  policy:\n    semver: {{range: '^1'}}\n"
+    );
+    let values = "app:\n  tag: 1.0.0 # {\"$imagepolicy\": \"release:tag\"}\n".to_string();
+    let repo = git_repository(&[
+        ("image-policies.yaml", policies),
+        ("values.yaml", values.clone()),
+    ]);
+    let (before, _) = head(repo.path());
+    let index = repo.path().join(".git/index");
+    let read_index = || std::fs::read(&index).expect("read the index");
+    // Byte for byte; read again before each run, as `git status` refreshes the index.
+    let nothing_written = |what: &str, index_before: Vec<u8>| {
+        assert_eq!(
+            read(repo.path(), "values.yaml"),
+            values,
+            "{what}: the values file changed"
+        );
+        assert_eq!(head(repo.path()).0, before, "{what}: committed");
+        assert!(read_index() == index_before, "{what}: the index changed");
+        assert_eq!(
+            porcelain(repo.path()),
+            "",
+            "{what}: something is staged or changed"
+        );
+    };
+
+    // An author umbrella reads as `Name <email>` but git refuses (an angle bracket in the email).
+    let index_before = read_index();
+    let (code, _, err) = update(repo.path(), "dev", &["--author", "Ann <ann>@example.com>"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("angle brackets"), "{err}");
+    nothing_written("a bad author", index_before);
+
+    // HEAD's branch locked, as by a git command under way: the commit fails after staging.
+    let branch = git2::Repository::open(repo.path())
+        .expect("open")
+        .head()
+        .expect("HEAD")
+        .name()
+        .expect("a branch")
+        .to_string();
+    let lock = repo.path().join(".git").join(format!("{branch}.lock"));
+    std::fs::write(&lock, "").expect("lock the branch");
+    let index_before = read_index();
+    let (code, _, err) = update(repo.path(), "dev", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("committing the update"), "{err}");
+    nothing_written("a locked branch", index_before);
+
+    std::fs::remove_file(&lock).expect("unlock the branch");
+    let (code, _, err) = update(repo.path(), "dev", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        read(repo.path(), "values.yaml"),
+        values.replace("1.0.0 #", "1.1.0 #")
+    );
+    assert_ne!(head(repo.path()).0, before);
+    assert_eq!(porcelain(repo.path()), "");
 }
 
 #[test]

@@ -87,6 +87,16 @@ pub enum GitError {
     Git(#[from] git2::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A commit failed after its changes were staged, and the index could not be put back.
+    #[error(
+        "git: {commit}; and the index {} could not be put back ({source}): `git reset` unstages what the failed commit staged",
+        path.display()
+    )]
+    IndexNotRestored {
+        commit: git2::Error,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The signature of a commit: `Name <email>`; else git's configuration; else
@@ -169,7 +179,8 @@ pub fn changed_outside(root: &Path, prefix: &str) -> Result<Vec<String>, GitErro
 
 /// Stages everything under `pathspecs` (additions, changes, deletions) and commits it on HEAD
 /// (which may be unborn) with `message`. Returns the new commit, or `None` when the tree would
-/// not change.
+/// not change. Everything that can fail is done before the index is written (the staging is
+/// built in memory); a commit that still fails puts the index back as it was.
 pub fn commit_paths(
     root: &Path,
     pathspecs: &[&str],
@@ -180,23 +191,81 @@ pub fn commit_paths(
     let mut index = repo.index()?;
     index.add_all(pathspecs, git2::IndexAddOption::DEFAULT, None)?;
     index.update_all(pathspecs, None)?;
-    index.write()?;
     let tree = repo.find_tree(index.write_tree()?)?;
     let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
     if parent.as_ref().is_some_and(|p| p.tree_id() == tree.id()) {
+        index.write()?;
         return Ok(None);
     }
     let signature = signature(&repo, author)?;
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    let id = repo.commit(
+    let saved = SavedIndex::read(&index)?;
+    index.write()?;
+    match repo.commit(
         Some("HEAD"),
         &signature,
         &signature,
         message,
         &tree,
         &parents,
-    )?;
-    Ok(Some(id.to_string()))
+    ) {
+        Ok(id) => Ok(Some(id.to_string())),
+        Err(commit) => Err(match saved.restore() {
+            Ok(()) => GitError::Git(commit),
+            Err(source) => GitError::IndexNotRestored {
+                commit,
+                path: saved.path,
+                source,
+            },
+        }),
+    }
+}
+
+/// The index file's bytes as they were before a commit staged anything (`None`: no index yet).
+struct SavedIndex {
+    path: PathBuf,
+    bytes: Option<Vec<u8>>,
+}
+
+impl SavedIndex {
+    fn read(index: &git2::Index) -> Result<SavedIndex, GitError> {
+        let path = index
+            .path()
+            .ok_or_else(|| GitError::Invalid("the repository's index has no file".into()))?
+            .to_path_buf();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_refusal(&path, &e)),
+        };
+        Ok(SavedIndex { path, bytes })
+    }
+
+    /// Writes the saved bytes back as git does: into `index.lock` (which must not exist: git
+    /// holds it while it writes), then renamed over the index.
+    fn restore(&self) -> std::io::Result<()> {
+        let Some(bytes) = &self.bytes else {
+            return std::fs::remove_file(&self.path);
+        };
+        let mut lock = self.path.clone().into_os_string();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, bytes)?;
+                file.sync_all()
+            });
+        if let Err(e) = written {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                let _ = std::fs::remove_file(&lock);
+            }
+            return Err(e);
+        }
+        std::fs::rename(&lock, &self.path)
+    }
 }
 
 /// Writes the `path` directory (relative to the repository root) as it is in the commit `rev`
@@ -579,6 +648,61 @@ mod tests {
             .expect("commit")
             .expect("something to commit");
         git2::Oid::from_str(&id).expect("an id")
+    }
+
+    #[test]
+    fn a_commit_that_fails_puts_the_index_back_as_it_was() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        let branch = repo
+            .find_reference("HEAD")
+            .expect("HEAD")
+            .symbolic_target()
+            .ok()
+            .flatten()
+            .expect("a branch")
+            .to_string();
+        let lock = repo.path().join(format!("{branch}.lock"));
+        let index = repo.path().join("index");
+        let author = Some("t <t@example.com>");
+        write(dir.path(), "state/a.yaml", "a: 1\n");
+        // Before the first commit there is no index: there is none after a failed one.
+        std::fs::write(&lock, "").expect("lock the branch");
+        let error = commit_paths(dir.path(), &["state"], "m", author).unwrap_err();
+        assert!(matches!(error, GitError::Git(_)), "{error}");
+        assert!(!index.exists(), "an index was left behind");
+
+        std::fs::remove_file(&lock).expect("unlock");
+        commit_all(&repo, "first");
+        // Something else staged stays staged; the failed commit's paths are not.
+        write(dir.path(), "other.txt", "staged by hand\n");
+        let mut staging = repo.index().expect("index");
+        staging.add_path(Path::new("other.txt")).expect("add");
+        staging.write().expect("write the index");
+        write(dir.path(), "state/a.yaml", "a: 2\n");
+        let before = std::fs::read(&index).expect("read the index");
+        std::fs::write(&lock, "").expect("lock the branch");
+        let error = commit_paths(dir.path(), &["state"], "m", author).unwrap_err();
+        assert!(matches!(error, GitError::Git(_)), "{error}");
+        assert_eq!(std::fs::read(&index).expect("read the index"), before);
+        assert!(!repo.path().join("index.lock").exists());
+        let staged = staged_outside(dir.path(), "no-such-dir").expect("staged");
+        assert_eq!(staged, ["other.txt"]);
+    }
+
+    #[test]
+    fn a_bad_author_fails_before_anything_is_staged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        write(dir.path(), "a.txt", "1\n");
+        commit_all(&repo, "first");
+        write(dir.path(), "a.txt", "2\n");
+        let index = repo.path().join("index");
+        let before = std::fs::read(&index).expect("read the index");
+        // Umbrella reads it as `Name <email>`; git refuses the angle bracket in the email.
+        let error = commit_paths(dir.path(), &["*"], "m", Some("A <a>@example.com>")).unwrap_err();
+        assert!(error.to_string().contains("angle brackets"), "{error}");
+        assert_eq!(std::fs::read(&index).expect("read the index"), before);
     }
 
     #[test]

@@ -72,19 +72,22 @@ pub fn find(text: &str) -> Result<Vec<Marker>, MarkerError> {
     Ok(markers)
 }
 
-/// The marker of one line, if its comment holds one.
+/// The marker of one line that mentions the marker key: `None` when the key is only in the
+/// value or the line is commented out; an error when its comment names it without being one.
 fn marker_on(line: &str) -> Result<Option<Marker>, String> {
+    // A line commented out sets nothing, as Flux's setters see it.
+    if line.trim_start().starts_with('#') {
+        return Ok(None);
+    }
     let start = value_start(line);
     let (value, span, style, rest) = scalar_at(line, start)?;
     let Some(comment) = rest.trim_start().strip_prefix('#') else {
         return Ok(None);
     };
-    let Ok(setter) = serde_json::from_str::<serde_json::Value>(comment.trim()) else {
+    if !comment.contains(MARKER_KEY) {
         return Ok(None);
-    };
-    let Some(reference) = setter.get(MARKER_KEY).and_then(|r| r.as_str()) else {
-        return Err(format!("`{MARKER_KEY}` must name a policy as a string"));
-    };
+    }
+    let reference = policy_reference(comment.trim())?;
     if span.is_empty() {
         return Err(format!(
             "the marker for '{reference}' is on a line without a scalar value: it must sit on the line of the value it sets"
@@ -98,7 +101,7 @@ fn marker_on(line: &str) -> Result<Option<Marker>, String> {
                 "'{reference}': the part after ':' must be 'tag' or 'name', not '{other}'"
             ));
         }
-        None => (reference, Field::Whole),
+        None => (reference.as_str(), Field::Whole),
     };
     Ok(Some(Marker {
         line: 0,
@@ -108,6 +111,28 @@ fn marker_on(line: &str) -> Result<Option<Marker>, String> {
         span,
         style,
     }))
+}
+
+/// What the comment's `{"$imagepolicy": "..."}` names; an error saying why when the comment
+/// is not exactly such a JSON object.
+fn policy_reference(comment: &str) -> Result<String, String> {
+    let form =
+        format!("a marker is `# {{\"{MARKER_KEY}\": \"POLICY\"}}`, `POLICY:tag` or `POLICY:name`");
+    let setter: serde_json::Value = serde_json::from_str(comment).map_err(|e| {
+        // serde_json's position is in the comment, not the file: left out.
+        let reason = e.to_string();
+        let reason = reason.split(" at line ").next().unwrap_or_default();
+        format!("the comment `# {comment}` mentions `{MARKER_KEY}` but is not valid marker JSON ({reason}): {form}")
+    })?;
+    match setter.get(MARKER_KEY) {
+        Some(serde_json::Value::String(reference)) => Ok(reference.clone()),
+        Some(other) => Err(format!(
+            "`{MARKER_KEY}` must name a policy as a string, not {other}: {form}"
+        )),
+        None => Err(format!(
+            "the comment `# {comment}` mentions `{MARKER_KEY}` but is not a marker: {form}"
+        )),
+    }
 }
 
 /// Where the value of a `key: value`, `- value` or `- key: value` line starts.
@@ -128,6 +153,10 @@ fn value_start(line: &str) -> usize {
 
 /// The end of a mapping key (the index of its `:`), if the text starts with one.
 fn key_end(text: &str) -> Option<usize> {
+    // A comment, not a key.
+    if text.starts_with('#') {
+        return None;
+    }
     let quote = text.chars().next().filter(|c| *c == '"' || *c == '\'');
     let search_from = match quote {
         Some(q) => text[1..].find(q)? + 2,
@@ -301,6 +330,62 @@ mod tests {
             error.message
         );
         let error = find("tag: a # {\"$imagepolicy\": 3}\n").unwrap_err();
-        assert!(error.message.contains("as a string"), "{}", error.message);
+        assert!(
+            error.message.contains("as a string, not 3"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_comment_naming_the_marker_key_that_is_no_marker_is_an_error_with_its_line() {
+        let cases = [
+            // The closing brace missing.
+            (
+                "tag: a # {\"$imagepolicy\": \"p:tag\"\n",
+                "not valid marker JSON",
+            ),
+            (
+                "tag: 'a' # {\"$imagepolicy\": \"p:tag\"} and more\n",
+                "trailing characters",
+            ),
+            ("tag: a # {$imagepolicy: p}\n", "not valid marker JSON"),
+            (
+                "tag: a # \"$imagepolicy\": \"p:tag\"\n",
+                "not valid marker JSON",
+            ),
+            ("tag: a # \"$imagepolicy\"\n", "not a marker"),
+            ("tag: a # [\"$imagepolicy\", \"p\"]\n", "not a marker"),
+            (
+                "tag: a # {\"imagepolicy\": \"p\", \"note\": \"$imagepolicy\"}\n",
+                "not a marker",
+            ),
+            ("tag: a # moved by $imagepolicy\n", "not valid marker JSON"),
+            // A list item of nothing but a comment.
+            (
+                "- # {\"$imagepolicy\": \"p:tag\"}\n",
+                "without a scalar value",
+            ),
+            (
+                "- # {\"$imagepolicy\": \"p:tag\"\n",
+                "not valid marker JSON",
+            ),
+        ];
+        for (line, expected) in cases {
+            let text = format!("a: 1\nb: 2 # fine\n{line}c: 3\n");
+            let error = find(&text).expect_err(line);
+            assert_eq!(error.line, 3, "{line}");
+            assert!(
+                error.message.contains(expected),
+                "{line}: {}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn the_marker_key_in_a_value_or_a_line_commented_out_is_no_marker() {
+        let text = "note: \"$imagepolicy\" # an ordinary comment\nplain: costs $imagepolicy\n  # {\"$imagepolicy\": \"p:tag\"\n# tag: 1.0 # {\"$imagepolicy\": \"p:tag\"}\n";
+        assert_eq!(find(text).unwrap(), []);
     }
 }
