@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use common::group::{Group, client, crd, image, widgets};
 use common::proxy::FaultProxy;
+use common::token_registry::{TokenRegistry, seed_plain};
 use common::{api_server, kubeconfig_via, testenv, umbrella, unique};
 
 fn ops(report: &Value) -> Vec<(String, String)> {
@@ -45,7 +46,9 @@ async fn deploy_redeploy_update_prune_and_delete_an_app() {
         "deployment.yaml",
         &group.deployment("web", &image(), ""),
     );
+    group.write("web", "limits.yaml", &group.config_map("limits"));
     group.write("extra", "configmap.yaml", &group.config_map("extra"));
+    common::commit_all(group.repo.path(), "state v1");
     let g = &group;
     let (code, report, err) = tokio::task::block_in_place(|| g.deploy(&[]));
     assert_eq!(code, 0, "{err}");
@@ -83,13 +86,31 @@ async fn deploy_redeploy_update_prune_and_delete_an_app() {
         "deployment.yaml",
         &group.deployment("web", &new_image, ""),
     );
+    let v2 = common::commit_all(group.repo.path(), "state v2");
     let (code, report, err) = tokio::task::block_in_place(|| g.deploy(&[]));
     assert_eq!(code, 0, "{err}");
-    assert!(
-        ops(&report).contains(&(format!("Deployment/web in {env}"), "update:ok".to_string())),
-        "{report}"
-    );
+    // The app's state commit is new, but only the Deployment changed: its siblings are
+    // unchanged, as `diff` shows them (#13), not updated for the state-commit annotation.
+    let changed = format!("Deployment/web in {env}");
+    let found = ops(&report);
+    assert_eq!(found.len(), 5, "{found:?}");
+    for (object, op) in &found {
+        let expected = if *object == changed {
+            "update:ok"
+        } else {
+            "unchanged:ok"
+        };
+        assert_eq!(op, expected, "{object}: {found:?}");
+    }
     let web = deployments.get("web").await.expect("deployment");
+    assert_eq!(
+        web.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("umbrella.dev/state-commit")),
+        Some(&v2),
+        "the Deployment was applied as of the new state commit"
+    );
     let status = web.status.expect("status");
     assert_eq!(status.updated_replicas, Some(2));
     assert_eq!(status.replicas, Some(2), "old pods were waited away");
@@ -420,7 +441,7 @@ fn a_second_deploy_of_the_same_group_is_refused_while_the_first_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_group_is_built_rendered_committed_and_deployed() {
     let registry = testenv("UMBRELLA_TEST_REGISTRY_A");
-    let (repo, _) = common::fresh_example(&registry);
+    let (repo, prefix) = common::fresh_example(&registry);
     common::commit_all(repo.path(), "sources");
     // An environment of its own: the example's namespace is the environment's name.
     let env = unique("example");
@@ -487,12 +508,84 @@ async fn the_example_group_is_built_rendered_committed_and_deployed() {
             .unwrap_or_default();
         assert_eq!(commit.len(), 40, "the state commit annotation: {commit}");
     }
-    let (code, out, _) = run(deploy).await.expect("redeploy");
+    let (code, out, _) = run(deploy.clone()).await.expect("redeploy");
     assert_eq!(code, 0);
     let report: Value = serde_json::from_str(&out).expect("report");
     assert!(
         ops(&report).iter().all(|(_, op)| op == "unchanged:ok"),
         "{report}"
+    );
+
+    // A new release that changes only the third-party image of the log shipper (#13): history
+    // shows that image under it, and the deploy updates the one object that uses it.
+    let shipper = format!("{prefix}/log-shipper");
+    let seeded = (registry.clone(), shipper.clone());
+    tokio::task::spawn_blocking(move || seed_plain(&seeded.0, &seeded.1, &["1.36".into()]))
+        .await
+        .expect("seed the new third-party image");
+    let values = repo.path().join("umbrella-chart/values.yaml");
+    let text = std::fs::read_to_string(&values).expect("values.yaml");
+    let old_shipper = "127.0.0.1:5000/mirror/busybox:1.35";
+    assert!(text.contains(old_shipper), "{text}");
+    let text = text.replace(old_shipper, &format!("{registry}/{shipper}:1.36"));
+    std::fs::write(&values, text).expect("write values.yaml");
+    common::commit_all(repo.path(), "log shipper 1.36");
+    let (code, _, err) = run(vec!["ci".into(), "--env".into(), env.clone()])
+        .await
+        .expect("ci");
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(deploy).await.expect("deploy the new release");
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).expect("report");
+    let found = ops(&report);
+    let changed = format!("Deployment/order-service in {env}");
+    assert!(found.iter().any(|(o, _)| *o == changed), "{found:?}");
+    for (object, op) in &found {
+        let expected = if *object == changed {
+            "update:ok"
+        } else {
+            "unchanged:ok"
+        };
+        assert_eq!(op, expected, "{object}: {found:?}");
+    }
+
+    let (code, out, err) = run(vec!["history".into(), env.clone()])
+        .await
+        .expect("history");
+    assert_eq!(code, 0, "{err}");
+    // Each release's line, then the images it changed.
+    let mut releases: Vec<(String, Vec<String>)> = Vec::new();
+    for line in out.lines() {
+        match line.trim().strip_prefix("image ") {
+            Some(image) => releases
+                .last_mut()
+                .unwrap_or_else(|| panic!("an image before any release: {out}"))
+                .1
+                .push(image.to_string()),
+            None if line.contains("umbrella: render") => {
+                releases.push((line.to_string(), Vec::new()))
+            }
+            None => {}
+        }
+    }
+    assert_eq!(releases.len(), 2, "{out}");
+    let new_shipper = format!("{registry}/{shipper}@{}", TokenRegistry::seeded_digest());
+    assert!(
+        releases[0].0.starts_with('*'),
+        "the new release is live: {out}"
+    );
+    assert_eq!(releases[0].1, [new_shipper], "{out}");
+    let first: Vec<&str> = releases[1].1.iter().map(String::as_str).collect();
+    assert_eq!(
+        first.len(),
+        3,
+        "two built images and the log shipper: {out}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|i| i.starts_with("127.0.0.1:5000/mirror/busybox@sha256:")),
+        "{out}"
     );
     drop(cleanup);
 }

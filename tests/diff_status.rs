@@ -319,6 +319,60 @@ fn status_shows_the_progress_of_what_deploy_does_not_wait_for_without_failing() 
     );
 }
 
+#[test]
+fn status_names_an_app_deployed_from_another_repository() {
+    let group = Group::new("elsewhere");
+    let env = group.env.clone();
+    group.write("app", "a.yaml", &group.config_map("a"));
+    let first = common::commit_all(group.repo.path(), "state");
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+
+    // The same files in another repository (its own first commit, no origin): the live
+    // commits are not in it, and status says so rather than failing to find them (#13).
+    let other = tempfile::tempdir().expect("temp dir");
+    common::copy_tree(
+        &group.repo.path().join("umbrella-state"),
+        &other.path().join("umbrella-state"),
+    );
+    git2::Repository::init(other.path()).expect("git init");
+    let theirs = common::commit_all(other.path(), "the same state, elsewhere");
+    assert_ne!(theirs, first);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["status", "app-group", &env, "--context", "umbrella-test"];
+        args.extend(extra);
+        common::umbrella(other.path(), &args, &[])
+    };
+
+    let (code, out, err) = run(&["-o", "json"]);
+    let report: Value =
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("status JSON: {out}\n{err}"));
+    assert_eq!(code, 2, "not known to be in sync: {err}\n{report}");
+    let apps = report["apps"].as_array().expect("apps");
+    assert_eq!(apps.len(), 2, "{report}");
+    let origin = format!(
+        "deployed from another repository (the repository whose first commit is {})",
+        &first[..12]
+    );
+    for app in apps {
+        let note = app["note"].as_str().unwrap_or_default();
+        assert!(note.contains(&origin), "{}: {note}", app["app"]);
+        assert!(!note.contains("revspec"), "{note}");
+        assert_eq!(app["inSync"], Value::Null, "{report}");
+        assert_eq!(app["commit"], first.as_str(), "{report}");
+    }
+    // Health is still told, from the live objects.
+    assert_eq!(status_object(&report, "ConfigMap/a")["health"], "healthy");
+
+    let (_, text, err) = run(&["--color", "never"]);
+    assert!(
+        text.contains(&format!("{env}-app: drift cannot be told: {origin}"))
+            && !text.contains("revspec")
+            && !err.contains("revspec"),
+        "{text}\n{err}"
+    );
+}
+
 /// Every ConfigMap of the namespace: name, data, labels and annotations.
 async fn live_config_maps(env: &str) -> BTreeMap<String, Value> {
     let config_maps: Api<ConfigMap> = Api::namespaced(client().await, env);

@@ -2,10 +2,10 @@
 
 use std::io::Write;
 
-use crate::stages::render::Rendered;
 use crate::stages::render::capabilities::{ClusterSource, Seen};
+use crate::stages::render::{AppSummary, Rendered};
 
-use super::output::{OutputFormat, write_json, write_retries};
+use super::output::{OutputFormat, name_width, write_json, write_retries};
 
 /// Writes what a render produced: apps, pinned images, where it went.
 pub fn write_render(
@@ -16,9 +16,7 @@ pub fn write_render(
     if format == OutputFormat::Json {
         return write_json(out, rendered);
     }
-    for app in &rendered.apps {
-        writeln!(out, "app {:<24} {} objects", app.name, app.objects)?;
-    }
+    write_apps(out, &rendered.apps)?;
     for image in &rendered.images {
         writeln!(out, "image {} -> {}", image.image, image.new_image)?;
     }
@@ -37,6 +35,15 @@ pub fn write_render(
         rendered.state_dir.display(),
         rendered.registry_lookups
     )
+}
+
+/// One line per app with its count of objects, the counts aligned however long the names.
+fn write_apps(out: &mut impl Write, apps: &[AppSummary]) -> std::io::Result<()> {
+    let width = name_width(apps.iter().map(|a| a.name.as_str()));
+    for app in apps {
+        writeln!(out, "app {:<width$} {} objects", app.name, app.objects)?;
+    }
+    Ok(())
 }
 
 /// `render --check`'s verdict when the state matched.
@@ -69,4 +76,32 @@ fn capabilities_line(seen: &Seen) -> String {
         "charts saw Kubernetes {version} and {} extra API versions ({source})",
         seen.api_versions
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_table_fits_names_over_32_characters() {
+        let app = |name: &str, objects| AppSummary {
+            name: name.to_string(),
+            objects,
+        };
+        let long = "payments-reconciliation-worker-eu-west"; // 38 characters
+        let apps = [app("shop", 3), app(long, 7), app("order-service", 4)];
+        let mut out = Vec::new();
+        write_apps(&mut out, &apps).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        // The counts start in one column: one space after the longest name.
+        let column = format!("app {long} ").len();
+        for line in &lines {
+            assert_eq!(line.len(), column + "7 objects".len(), "{text}");
+            assert!(line[column..].ends_with(" objects"), "{text}");
+            assert!(line[column - 1..].starts_with(' '), "{text}");
+        }
+        assert_eq!(lines[1], format!("app {long} 7 objects"));
+    }
 }
