@@ -16,9 +16,10 @@ use crate::exit::{self, ExitStatus};
 use crate::formats::environments::RepositoryConfig;
 use crate::formats::layout;
 use crate::report::{self, OutputFormat, progress::Terminal};
+use crate::stages::deploy::diff::CompareError;
 use crate::stages::deploy::diff::{self, DiffRequest};
 use crate::stages::deploy::history;
-use crate::stages::deploy::source::DeploySource;
+use crate::stages::deploy::source::{DeploySource, SourceError};
 use crate::stages::deploy::status::{self, StatusRequest};
 use crate::stages::deploy::{self, DeployError, DeployReport, DeployRequest};
 use crate::stages::doctor::{self, DoctorOptions};
@@ -55,7 +56,7 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             let request = args.request(&root, config.environment(&args.env));
             run_render(&request, &args).await
         }
-        Command::Commit(args) => Ok(run_commit(&root, &args.env, &args.flags)),
+        Command::Commit(args) => run_commit(&root, &args.env, &args.flags),
         Command::Ci {
             render,
             commit,
@@ -160,26 +161,25 @@ fn print_render(
     }
 }
 
-fn run_commit(root: &Path, env: &str, flags: &CommitFlags) -> ExitCode {
+fn run_commit(root: &Path, env: &str, flags: &CommitFlags) -> anyhow::Result<ExitCode> {
     let committed = commit::commit_state(&flags.request(root, env));
-    print_commit(env, &committed);
-    match committed {
+    print_commit(env, &committed)?;
+    Ok(match committed {
         Ok(_) => code(exit::SUCCESS),
         Err(error) => code(error.exit_code()),
-    }
+    })
 }
 
-fn print_commit(env: &str, committed: &Result<commit::CommitOutcome, commit::CommitError>) {
+fn print_commit(
+    env: &str,
+    committed: &Result<commit::CommitOutcome, commit::CommitError>,
+) -> anyhow::Result<()> {
     match committed {
-        Ok(commit::CommitOutcome::Committed { id, message }) => println!(
-            "committed {} {}",
-            &id[..12.min(id.len())],
-            message.lines().next().unwrap_or_default()
-        ),
-        Ok(commit::CommitOutcome::Unchanged) => {
-            println!("nothing to commit: {} is unchanged", layout::env_path(env))
+        Ok(outcome) => print(|out| report::write_commit(out, env, outcome)),
+        Err(error) => {
+            eprintln!("umbrella commit: {error}");
+            Ok(())
         }
-        Err(error) => eprintln!("umbrella commit: {error}"),
     }
 }
 
@@ -217,7 +217,7 @@ async fn run_ci(
         print_render(args, rendered)?;
     }
     if let Some(committed) = &done.commit {
-        print_commit(&args.env, committed);
+        print_commit(&args.env, committed)?;
     }
     match done.stopped_at() {
         Some(stage) => eprintln!("umbrella ci: stopped at {stage}"),
@@ -240,14 +240,16 @@ fn confirm(question: &str) -> bool {
     matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
 }
 
-/// Reads the state to deploy or compare, warning about what its commits cannot tell.
-fn read_source(
+/// Reads the state to deploy or compare, warning about what its commits cannot tell; a failure
+/// is said as the command's error type `E` has it.
+fn read_source<E: From<SourceError> + Display + ExitStatus>(
     command: &str,
     root: &Path,
     group: &GroupArgs,
     revision: Option<&str>,
 ) -> Result<DeploySource, ExitCode> {
-    let source = DeploySource::read(root, &group.env, revision).map_err(|e| failed(command, &e))?;
+    let source =
+        DeploySource::read(root, &group.env, revision).map_err(|e| failed(command, &E::from(e)))?;
     for warning in report::source_warnings(command, &source) {
         eprintln!("{warning}");
     }
@@ -263,7 +265,8 @@ async fn run_deploy(
     // Only `rollback` names the revision here.
     let rollback = revision.is_some();
     let revision = revision.or(apply.revision.clone());
-    let source = match read_source("deploy", root, &apply.group, revision.as_deref()) {
+    let source = match read_source::<SourceError>("deploy", root, &apply.group, revision.as_deref())
+    {
         Ok(source) => source,
         Err(status) => return Ok(status),
     };
@@ -314,9 +317,11 @@ fn finish_deploy(
 
 async fn run_diff(root: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
     let apply = &args.apply;
-    let Ok(source) = read_source("diff", root, &apply.group, apply.revision.as_deref()) else {
-        return Ok(code(exit::FAILURE));
-    };
+    let source =
+        match read_source::<CompareError>("diff", root, &apply.group, apply.revision.as_deref()) {
+            Ok(source) => source,
+            Err(status) => return Ok(status),
+        };
     let request = DiffRequest {
         group: apply.group.group(),
         source,
@@ -326,10 +331,7 @@ async fn run_diff(root: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
     };
     let compared = match diff::diff_group(&request).await {
         Ok(compared) => compared,
-        Err(error) => {
-            eprintln!("umbrella diff: {error}");
-            return Ok(code(exit::FAILURE));
-        }
+        Err(error) => return Ok(failed("diff", &error)),
     };
     let color = args.color.enabled();
     print(|out| report::write_diff(out, &compared, args.output, color))?;
@@ -344,10 +346,7 @@ async fn run_status(root: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> 
     };
     let found = match status::status_group(&request).await {
         Ok(found) => found,
-        Err(error) => {
-            eprintln!("umbrella status: {error}");
-            return Ok(code(exit::FAILURE));
-        }
+        Err(error) => return Ok(failed("status", &error)),
     };
     let color = args.color.enabled();
     print(|out| report::write_status(out, &found, args.output, color))?;
@@ -368,7 +367,7 @@ async fn run_delete(root: &Path, args: &DeleteArgs) -> anyhow::Result<ExitCode> 
     }
     // The state's delete hooks run, when the repository has a state for the environment.
     let hooks_from = if layout::env_dir(root, &args.group.env).is_dir() {
-        match read_source("delete", root, &args.group, None) {
+        match read_source::<SourceError>("delete", root, &args.group, None) {
             Ok(source) => Some(source),
             Err(status) => return Ok(status),
         }

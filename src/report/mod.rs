@@ -2,6 +2,7 @@
 //! command, and the live progress of the stages.
 
 mod build;
+mod commit;
 mod deploy;
 mod diff;
 mod doctor;
@@ -13,6 +14,7 @@ mod status;
 mod update;
 
 pub use build::{ci_summary, write_build};
+pub use commit::write_commit;
 pub use deploy::{source_warnings, write_deploy};
 pub use diff::write_diff;
 pub use doctor::write_checks;

@@ -13,11 +13,11 @@ use super::hooks;
 use super::inventory::{self, Inventory};
 use super::outcome::{DeployError, Op};
 use super::request::Group;
-use super::source::DeploySource;
+use super::source::{DeploySource, SourceError};
 use super::{desired, plan, removal};
 use crate::adapters::cluster;
 use crate::adapters::retry::{Retrier, RetryNote};
-use crate::exit;
+use crate::exit::{self, ExitStatus};
 use crate::formats::object_ref::ObjectRef;
 
 /// What `diff app-group` compares, and as which deploy.
@@ -76,9 +76,29 @@ impl DiffReport {
     }
 }
 
+/// Why `diff` or `status` could not compare: exit 1 whatever the cause, since their 2 means
+/// "changes" (or "drift"), which a failure must never be taken for.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+}
+
+impl ExitStatus for CompareError {
+    fn exit_code(&self) -> u8 {
+        exit::FAILURE
+    }
+}
+
 /// Compares every object of the request's state with the cluster, and lists what pruning would
 /// delete. Nothing is written: updates are server-side dry runs.
-pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, DeployError> {
+pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, CompareError> {
+    Ok(compare_group(request).await?)
+}
+
+async fn compare_group(request: &DiffRequest) -> Result<DiffReport, DeployError> {
     let env = &request.group.env;
     let desired = desired::load(&request.source.dir, env, desired::Encrypted::Decrypt)
         .map_err(DeployError::Invalid)?;

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::compare::{Comparison, ObjectDiff, live_object};
+use super::diff::CompareError;
 use super::inventory::{self, Inventory};
 use super::outcome::{DeployError, Op};
 use super::ready::{self, Readiness};
@@ -149,7 +150,11 @@ impl StatusReport {
 
 /// Per app of the group: the live state commit, whether the cluster still matches that
 /// commit's state (server-side dry runs, nothing written), and each object's health.
-pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, DeployError> {
+pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, CompareError> {
+    Ok(look(request).await?)
+}
+
+async fn look(request: &StatusRequest) -> Result<StatusReport, DeployError> {
     let env = &request.group.env;
     let retrier = Retrier::default();
     let cluster = request.group.connect().await?;
