@@ -267,6 +267,32 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_no_rule_matches_is_refused_naming_it_and_the_config() {
+        let root = tempfile::tempdir().unwrap();
+        let recipient = Identity::generate().to_public().to_string();
+        std::fs::write(
+            root.path().join(".sops.yaml"),
+            format!("creation_rules:\n- path_regex: ^umbrella-chart/\n  age: {recipient}\n"),
+        )
+        .unwrap();
+        let config = SopsConfig::load(root.path()).unwrap();
+        let keys = Keys::of(Vec::new());
+        let state = root.path().join("umbrella-state/prod");
+        let mut sealer = Sealer::new(config, &keys, "prod", &state, false);
+        let refused = sealer
+            .file(&secret("one"), Path::new(FILE))
+            .expect_err("no rule for the state");
+        assert!(
+            refused.contains("Secret/db")
+                && refused.contains("umbrella-state/prod/app/secret-db.yaml in clear")
+                && refused.contains("no creation rule of")
+                && refused.contains(".sops.yaml matches it")
+                && !refused.contains("one"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn new_recipients_encrypt_again() {
         let identity = Identity::generate();
         let root = repository(&identity.to_public().to_string());

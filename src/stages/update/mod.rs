@@ -88,6 +88,12 @@ pub enum UpdateError {
     },
     #[error("committing the update: {0}")]
     Git(#[from] GitError),
+    /// The update failed and these files could not be put back as they were.
+    #[error("{cause}; and {files} could not be put back as they were: restore them with `git checkout -- {files}`")]
+    NotRestored {
+        cause: Box<UpdateError>,
+        files: String,
+    },
 }
 
 impl ExitStatus for UpdateError {
@@ -364,12 +370,21 @@ fn write_and_commit(
             request.author.as_deref(),
         )?)
     })();
-    if result.is_err() {
-        for file in written {
-            let _ = std::fs::write(file, &texts[file]);
-        }
+    let Err(error) = result else {
+        return result;
+    };
+    let unrestored: Vec<String> = written
+        .into_iter()
+        .filter(|file| write_in_place(file, &texts[*file]).is_err())
+        .map(|file| relative(&request.root, file))
+        .collect();
+    if unrestored.is_empty() {
+        return Err(error);
     }
-    result
+    Err(UpdateError::NotRestored {
+        cause: Box::new(error),
+        files: unrestored.join(", "),
+    })
 }
 
 fn check_clean(root: &Path, files: &[String]) -> Result<(), UpdateError> {
