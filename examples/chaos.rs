@@ -2,19 +2,28 @@
 //! the local environment, and a table of what they did.
 //!
 //! Each trial mutates the group's state (objects added, removed and changed), then either
-//! kills the deploy of it with SIGKILL at a random moment, or runs it through a TCP proxy that
-//! stalls at a random moment while a second deploy of another state waits for the lock. After
-//! every trial a plain deploy must converge. Counted:
+//! kills the deploy of it with SIGKILL at a random moment, runs it through a TCP proxy that
+//! stalls at a random moment while a second deploy of another state waits for the lock, runs
+//! it through an API outage, or stalls it past its `--wait-timeout`; or it renders an image
+//! through a registry that fails in one of the ways registries do. After every trial a deploy
+//! must converge while a CRD of the cluster is created and deleted over and over. Counted:
 //! - objects lost: objects both the old and the new state want, missing after the fault;
 //! - orphans: objects labelled for the group that the state no longer has, after converging;
 //! - takeovers while the holder still ran: the lock went to the second deploy while the first
 //!   was alive and had not said it lost the lock (must be 0);
-//! - locks left behind by a deploy that ended.
+//! - locks left behind by a deploy that ended;
+//! - deadlines that did not hold: a stalled deploy still running 3 s past its wait timeout;
+//! - registry faults: renders that succeeded with the right digest, that failed naming the
+//!   registry with nothing written, and wrong digests written (must be 0).
 //!
 //! Usage: `chaos BINARY [TRIALS]` with the environment of `scripts/testenv env` loaded.
 
 #[path = "../tests/common/proxy.rs"]
 mod proxy;
+
+#[allow(dead_code)]
+#[path = "../tests/common/http_faults.rs"]
+mod http_faults;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +36,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
 use tokio::io::AsyncBufReadExt;
 
+use http_faults::{Fault, HttpFaults};
 use proxy::FaultProxy;
 
 const APPS: usize = 8;
@@ -77,6 +87,12 @@ struct Tally {
     orphans: usize,
     takeovers_while_running: usize,
     locks_left: usize,
+    deadlines: usize,
+    deadlines_missed: usize,
+    registry: usize,
+    registry_rendered: usize,
+    registry_failed_named: usize,
+    registry_wrong: usize,
 }
 
 #[tokio::main]
@@ -114,10 +130,15 @@ async fn main() {
     chaos.write_state(&state, true);
     let (code, err) = chaos.deploy(&[], None).await;
     assert_eq!(code, 0, "the first deploy failed: {err}");
+    let digest = chaos
+        .render_image(&std::env::var("UMBRELLA_TEST_REGISTRY_A").expect("registry A"))
+        .await
+        .1
+        .expect("the image's digest, without faults");
     let mut tally = Tally::default();
     for trial in 1..=trials {
         let next = chaos.mutate(&state);
-        let kind = chaos.random.below(6);
+        let kind = chaos.random.below(8);
         let started = Instant::now();
         let name = match kind {
             0 | 1 => {
@@ -131,6 +152,15 @@ async fn main() {
                 state = next;
                 "outage"
             }
+            3 => {
+                chaos.deadline_trial(&state, &next, &mut tally).await;
+                state = next;
+                "deadline"
+            }
+            4 | 5 => {
+                chaos.registry_trial(&digest, &mut tally).await;
+                "registry"
+            }
             _ => {
                 chaos.kill_trial(&state, &next, &mut tally).await;
                 state = next;
@@ -142,7 +172,7 @@ async fn main() {
             "chaos: trial {trial} ({name}) in {:.1}s: converged {}/{}, lost {}, orphans {}, takeovers while running {}",
             started.elapsed().as_secs_f64(),
             tally.converged,
-            tally.trials,
+            tally.trials - tally.registry,
             tally.lost,
             tally.orphans,
             tally.takeovers_while_running
@@ -157,21 +187,32 @@ async fn main() {
 
 fn print_table(tally: &Tally) {
     println!(
-        "| trials | kill -9 | stalls with a competing deploy | API outages (rode out) | converged | objects lost | orphans | lock takeovers while the holder still ran | locks left behind |"
+        "| trials | kill -9 | stalls with a competing deploy | API outages (rode out) | stalls past --wait-timeout (deadline missed) | converged under CRD churn | objects lost | orphans | lock takeovers while the holder still ran | locks left behind |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} |",
-        tally.trials,
+        "| {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} |",
+        tally.trials - tally.registry,
         tally.kills,
         tally.stalls,
         tally.outages,
         tally.rode_out,
+        tally.deadlines,
+        tally.deadlines_missed,
         tally.converged,
         tally.lost,
         tally.orphans,
         tally.takeovers_while_running,
         tally.locks_left
+    );
+    println!();
+    println!(
+        "| registry faults | rendered, right digest | failed naming the registry, nothing written | wrong or malformed digest written |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} |",
+        tally.registry, tally.registry_rendered, tally.registry_failed_named, tally.registry_wrong
     );
 }
 
@@ -337,7 +378,9 @@ impl Chaos {
             names(state).intersection(&names(before)).cloned().collect();
         let live = self.live().await;
         tally.lost += wanted_by_both.difference(&live).count();
+        let churn = churn_a_crd(self.env.clone());
         let (code, err) = self.deploy(&["--lock-timeout", "120s"], None).await;
+        churn.abort();
         let (diff, _) = self
             .run(&["diff", "app-group", &self.env, "--exit-code"], None)
             .await;
@@ -474,11 +517,236 @@ impl Chaos {
     }
 }
 
+/// One way a registry fails: what the proxy does, to which requests, how many times.
+struct RegistryFault {
+    what: &'static str,
+    path: &'static str,
+    times: usize,
+    fault: fn() -> Fault,
+}
+
+/// The faults a registry trial picks from (or, one more, a registry that stops answering).
+const REGISTRY_FAULTS: [RegistryFault; 9] = [
+    RegistryFault {
+        what: "the first /v2/ ping reset",
+        path: "/v2/",
+        times: 1,
+        fault: || Fault::Reset,
+    },
+    RegistryFault {
+        what: "manifest answers cut short",
+        path: MANIFESTS,
+        times: 2,
+        fault: || Fault::CutShort,
+    },
+    RegistryFault {
+        what: "429 with Retry-After: 1, twice",
+        path: MANIFESTS,
+        times: 2,
+        fault: || Fault::Answer(429, vec![("Retry-After", "1")]),
+    },
+    RegistryFault {
+        what: "503, three times",
+        path: MANIFESTS,
+        times: 3,
+        fault: || Fault::Answer(503, vec![]),
+    },
+    RegistryFault {
+        what: "slow answers (2 s)",
+        path: MANIFESTS,
+        times: 3,
+        fault: || Fault::Delay(Duration::from_secs(2)),
+    },
+    RegistryFault {
+        what: "503 that stays",
+        path: MANIFESTS,
+        times: usize::MAX,
+        fault: || Fault::Answer(503, vec![]),
+    },
+    RegistryFault {
+        what: "403 that stays",
+        path: MANIFESTS,
+        times: usize::MAX,
+        fault: || Fault::Answer(403, vec![]),
+    },
+    RegistryFault {
+        what: "a malformed digest",
+        path: MANIFESTS,
+        times: usize::MAX,
+        fault: || Fault::Header("Docker-Content-Digest", "sha256:zz../../not-a-digest"),
+    },
+    RegistryFault {
+        what: "a manifest that does not hash to its digest",
+        path: MANIFESTS,
+        times: usize::MAX,
+        fault: || Fault::Body,
+    },
+];
+
+const MANIFESTS: &str = "/v2/mirror/busybox/manifests/";
+
+/// A proxy that serves until dropped.
+type Running = Box<dyn std::any::Any>;
+
+impl Chaos {
+    /// Renders one image through a registry proxy failing in a random way registries do: the
+    /// render must pin the right digest, or fail naming the registry and write nothing.
+    async fn registry_trial(&mut self, digest: &str, tally: &mut Tally) {
+        tally.registry += 1;
+        let registry = std::env::var("UMBRELLA_TEST_REGISTRY_A").expect("registry A");
+        let pick = self.random.below(REGISTRY_FAULTS.len() as u64 + 1) as usize;
+        // The proxy is kept (and serves) until the render ended.
+        let (what, host, _proxy): (String, String, Running) = match REGISTRY_FAULTS.get(pick) {
+            Some(chosen) => {
+                let faults = HttpFaults::start(&registry);
+                faults.fault("*", chosen.path, chosen.times, (chosen.fault)());
+                let host = faults.address();
+                (chosen.what.to_string(), host, Box::new(faults))
+            }
+            None => {
+                let stalled = FaultProxy::start(&registry);
+                stalled.stall();
+                (
+                    "a registry that stops answering".to_string(),
+                    stalled.address(),
+                    Box::new(stalled),
+                )
+            }
+        };
+        let (code, pinned, output, wrote) = self.render_image(&host).await;
+        match (code, pinned) {
+            (0, Some(pinned)) if pinned == digest => tally.registry_rendered += 1,
+            (0, _) => {
+                tally.registry_wrong += 1;
+                eprintln!("chaos: {what}: a wrong digest was written");
+            }
+            (_, _) if output.contains(&host) && !wrote => tally.registry_failed_named += 1,
+            (_, _) => eprintln!("chaos: {what}: failed without naming {host}, or wrote: {output}"),
+        }
+        eprintln!("chaos: registry fault: {what}, exit {code}");
+    }
+
+    /// Renders a chart of one Pod using `HOST/mirror/busybox:1.35` in a repository of its own:
+    /// the exit code, the digest pinned in the state, the output, and whether a state exists.
+    async fn render_image(&self, host: &str) -> (i32, Option<String>, String, bool) {
+        let repo = tempfile::tempdir().expect("temp dir");
+        let chart = repo.path().join("umbrella-chart");
+        write(
+            &chart.join("Chart.yaml"),
+            "apiVersion: v2\nname: shop\nversion: 0.1.0\n",
+        );
+        write(&chart.join("values.yaml"), "{}\n");
+        write(
+            &chart.join("templates/pod.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: {host}/mirror/busybox:1.35\n"
+            ),
+        );
+        git2::Repository::init(repo.path()).expect("git init");
+        let output = tokio::process::Command::new(&self.binary)
+            .args(["render", "--env", "dev"])
+            .current_dir(repo.path())
+            .env("CI", "1")
+            .output()
+            .await
+            .expect("run umbrella");
+        let state = repo.path().join("umbrella-state");
+        let pinned = std::fs::read_to_string(state.join("dev/shop/pod-p.yaml"))
+            .ok()
+            .and_then(|text| {
+                let at = text.find("@sha256:")?;
+                Some(text[at + 1..].chars().take(71).collect())
+            });
+        let text = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        (
+            output.status.code().unwrap_or(-1),
+            pinned,
+            text,
+            state.exists(),
+        )
+    }
+
+    /// A deploy that waits for what is never ready, with `--wait-timeout 10s`, whose API
+    /// connection stalls for good at a random moment after it took the lock: it must end by
+    /// the clock, 10 s after the lock (3 s of slack for starting and ending).
+    async fn deadline_trial(&mut self, before: &State, next: &State, tally: &mut Tally) {
+        tally.deadlines += 1;
+        let proxy = FaultProxy::start(&proxy::server_of(&kubeconfig()));
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = proxy::kubeconfig_via(&proxy, &kubeconfig(), scratch.path());
+        self.write_state(next, true);
+        self.add_load_balancer();
+        let mut command = self.deploy_command();
+        command
+            .args(["--wait-timeout", "10s"])
+            .env("KUBECONFIG", &kubeconfig);
+        let mut child = command.spawn().expect("start deploy");
+        let holder = format!("{}@", child.id().unwrap_or_default());
+        let started = Instant::now();
+        while !self
+            .lock_holder()
+            .await
+            .is_some_and(|h| h.starts_with(&holder))
+            && child.try_wait().ok().flatten().is_none()
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let locked = Instant::now();
+        tokio::time::sleep(self.random.millis(200, 6000)).await;
+        proxy.stall();
+        let bound = Duration::from_secs(13).saturating_sub(locked.elapsed());
+        if tokio::time::timeout(bound, child.wait()).await.is_err() {
+            tally.deadlines_missed += 1;
+            eprintln!("chaos: a stalled deploy ran past its --wait-timeout");
+            let _ = child.start_kill();
+        }
+        let _ = child.wait().await;
+        proxy.resume();
+        self.converge(next, before, tally).await;
+    }
+}
+
 fn names(state: &State) -> BTreeSet<String> {
     state
         .values()
         .flat_map(|objects| objects.keys().cloned())
         .collect()
+}
+
+/// Creates and deletes a CRD of the cluster over and over, as other teams' deploys do, until
+/// aborted: discovery must not fail a deploy for a group its state does not use.
+fn churn_a_crd(env: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let crd = format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: churns.{env}.example.com\nspec:\n  group: {env}.example.com\n  names: {{kind: Churn, plural: churns}}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object}}\n"
+        );
+        loop {
+            kubectl(&["apply", "-f", "-"], &crd).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            kubectl(&["delete", "--wait=false", "-f", "-"], &crd).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+async fn kubectl(args: &[&str], input: &str) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut child) = tokio::process::Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        return;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes()).await;
+    }
+    let _ = child.wait().await;
 }
 
 fn write(path: &Path, text: &str) {
