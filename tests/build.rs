@@ -560,3 +560,27 @@ fn buildkit_builds_when_the_source_asks_for_it() {
         "{error}"
     );
 }
+
+#[test]
+fn a_registry_that_resets_at_first_is_retried_and_the_retry_reported() {
+    let proxy = common::proxy::FaultProxy::start(&testenv("UMBRELLA_TEST_REGISTRY_A"));
+    proxy.refuse();
+    let (repo, _) = fresh_example(&proxy.address());
+    let (code, report, out) = std::thread::scope(|scope| {
+        let building = scope.spawn(|| build(repo.path(), &[], &[]));
+        while proxy.connections() == 0 && !building.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        proxy.resume();
+        building.join().expect("the build")
+    });
+    assert_eq!(code, 0, "{out}");
+    let retries = report["retries"].as_array().cloned().unwrap_or_default();
+    assert!(
+        retries.iter().any(|r| r["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&proxy.address())),
+        "{report}"
+    );
+}

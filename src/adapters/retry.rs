@@ -123,7 +123,9 @@ impl Retrier {
         }
     }
 
-    fn note(&self, what: &str, attempt: u32, error: &impl std::fmt::Display, delay: Duration) {
+    /// Reports a retry a caller makes by its own rule (one that [`Retrier::run`] cannot
+    /// express), before it sleeps `delay`.
+    pub fn note(&self, what: &str, attempt: u32, error: &impl std::fmt::Display, delay: Duration) {
         let note = RetryNote {
             what: what.to_string(),
             attempt,

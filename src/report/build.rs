@@ -5,7 +5,7 @@ use std::io::Write;
 use crate::stages::build::{BuildReport, Outcome};
 use crate::stages::ci::CiReport;
 
-use super::output::{OutputFormat, write_json};
+use super::output::{OutputFormat, write_json, write_retries};
 
 /// Writes the build report: a line per image, then each failure with its last log lines.
 pub fn write_build(
@@ -56,6 +56,7 @@ pub fn write_build(
             writeln!(out, "  | {line}")?;
         }
     }
+    write_retries(out, &report.retries)?;
     match &report.lock {
         Some(lock) => writeln!(out, "images lock: {}", lock.display()),
         None => writeln!(out, "images lock not written: a build failed"),

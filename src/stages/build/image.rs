@@ -222,6 +222,8 @@ async fn push(
         if attempt == PUSH_ATTEMPTS {
             return Err(failure(format!("{error} (after {PUSH_ATTEMPTS} attempts)")));
         }
+        let what = format!("push {repository}:{tag}");
+        shared.retrier.note(&what, attempt, &error, delay);
         tokio::time::sleep(delay).await;
         delay *= 2;
         attempt += 1;

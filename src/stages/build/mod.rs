@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::adapters::docker::Engine;
 use crate::adapters::git::{self, Revision};
 use crate::adapters::registry::Registry;
-use crate::adapters::retry::Retrier;
+use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit::{self, ExitStatus};
 use crate::formats::images_lock::{ImagesLock, LockedImage, Origin};
 use crate::formats::sources::KbldConfig;
@@ -76,6 +76,9 @@ pub struct ImageResult {
 pub struct BuildReport {
     pub images: Vec<ImageResult>,
     pub lock: Option<PathBuf>,
+    /// Registry requests and pushes that failed for a passing reason and were tried again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryNote>,
 }
 
 impl BuildReport {
@@ -133,6 +136,8 @@ struct Shared {
     engine: Engine,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
     progress: Arc<dyn Progress>,
+    /// Every retry of the build, shown live and kept for the report.
+    retrier: Retrier,
     root: PathBuf,
 }
 
@@ -142,8 +147,7 @@ impl Shared {
         if let Some(registry) = registries.get(host) {
             return Ok(registry.clone());
         }
-        let retrier = Retrier::reporting(self.progress.clone());
-        let registry = Registry::connect_configured(host, retrier).await?;
+        let registry = Registry::connect_configured(host, self.retrier.clone()).await?;
         let registry = Arc::new(registry);
         registries.insert(host.to_string(), registry.clone());
         Ok(registry)
@@ -169,6 +173,7 @@ pub async fn build(
     let shared = Arc::new(Shared {
         engine,
         registries: Mutex::new(HashMap::new()),
+        retrier: Retrier::reporting(progress.clone()),
         progress,
         root: request.root.clone(),
     });
@@ -200,7 +205,11 @@ pub async fn build(
         }
     }
     let images: Vec<ImageResult> = results.into_iter().flatten().collect();
-    let mut report = BuildReport { images, lock: None };
+    let mut report = BuildReport {
+        images,
+        lock: None,
+        retries: shared.retrier.notes(),
+    };
     if report.succeeded() {
         write_lock(request, &plans, &report)?;
         report.lock = Some(request.lock_output.clone());
