@@ -125,7 +125,7 @@ async fn run_render(
     request: &render::RenderRequest,
     args: &RenderArgs,
 ) -> anyhow::Result<ExitCode> {
-    let rendered = render::run(request).await;
+    let rendered = render::run(request, progress_for(args.output)).await;
     print_render(args, &rendered)?;
     Ok(match rendered {
         Ok(_) => code(exit::SUCCESS),
@@ -329,7 +329,7 @@ async fn run_diff(root: &Path, args: &DiffArgs) -> anyhow::Result<ExitCode> {
         force_conflicts: apply.force_conflicts,
         adopt: apply.adopt,
     };
-    let compared = match diff::diff_group(&request).await {
+    let compared = match diff::diff_group(&request, progress_for(args.output)).await {
         Ok(compared) => compared,
         Err(error) => return Ok(failed("diff", &error)),
     };
@@ -344,7 +344,7 @@ async fn run_status(root: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> 
         group: args.group.group(),
         concurrency: args.concurrency,
     };
-    let found = match status::status_group(&request).await {
+    let found = match status::status_group(&request, progress_for(args.output)).await {
         Ok(found) => found,
         Err(error) => return Ok(failed("status", &error)),
     };

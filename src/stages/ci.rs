@@ -83,14 +83,14 @@ pub async fn run(request: &CiRequest, progress: Arc<dyn Progress>) -> Result<CiR
     };
     let mut report = CiReport {
         update: updated,
-        build: build::build(&request.build, progress).await?,
+        build: build::build(&request.build, progress.clone()).await?,
         render: None,
         commit: None,
     };
     if !report.build.succeeded() {
         return Ok(report);
     }
-    let rendered = render::run(&request.render).await;
+    let rendered = render::run(&request.render, progress).await;
     let commit = rendered.is_ok() && !request.render.check;
     report.render = Some(rendered);
     if commit {

@@ -3,6 +3,7 @@
 //! Nothing is written.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use kube::Client;
 use kube::discovery::Discovery;
@@ -19,6 +20,7 @@ use crate::adapters::cluster;
 use crate::adapters::retry::{Retrier, RetryNote};
 use crate::exit::{self, ExitStatus};
 use crate::formats::object_ref::ObjectRef;
+use crate::progress::Progress;
 
 /// What `diff app-group` compares, and as which deploy.
 #[derive(Debug)]
@@ -94,17 +96,19 @@ impl ExitStatus for CompareError {
 
 /// Compares every object of the request's state with the cluster, and lists what pruning would
 /// delete. Nothing is written: updates are server-side dry runs.
-pub async fn diff_group(request: &DiffRequest) -> Result<DiffReport, CompareError> {
-    Ok(compare_group(request).await?)
+pub async fn diff_group(
+    request: &DiffRequest,
+    progress: Arc<dyn Progress>,
+) -> Result<DiffReport, CompareError> {
+    Ok(compare_group(request, Retrier::reporting(progress)).await?)
 }
 
-async fn compare_group(request: &DiffRequest) -> Result<DiffReport, DeployError> {
+async fn compare_group(request: &DiffRequest, retrier: Retrier) -> Result<DiffReport, DeployError> {
     let env = &request.group.env;
     let desired = desired::load(&request.source.dir, env, desired::Encrypted::Decrypt)
         .map_err(DeployError::Invalid)?;
     let state_crds = plan::crds_in_state(&desired);
     let (desired, hooks) = hooks::split(desired).map_err(DeployError::Invalid)?;
-    let retrier = Retrier::default();
     let cluster = request.group.connect().await?;
     let client = cluster.client.clone();
     let discovery = cluster::discover(&cluster, &retrier).await?;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -23,6 +24,7 @@ use crate::adapters::retry::{Retrier, RetryNote};
 use crate::adapters::{cluster, git};
 use crate::exit;
 use crate::formats::layout::AppId;
+use crate::progress::Progress;
 
 /// What `status app-group` needs.
 #[derive(Debug, Clone)]
@@ -150,13 +152,15 @@ impl StatusReport {
 
 /// Per app of the group: the live state commit, whether the cluster still matches that
 /// commit's state (server-side dry runs, nothing written), and each object's health.
-pub async fn status_group(request: &StatusRequest) -> Result<StatusReport, CompareError> {
-    Ok(look(request).await?)
+pub async fn status_group(
+    request: &StatusRequest,
+    progress: Arc<dyn Progress>,
+) -> Result<StatusReport, CompareError> {
+    Ok(look(request, Retrier::reporting(progress)).await?)
 }
 
-async fn look(request: &StatusRequest) -> Result<StatusReport, DeployError> {
+async fn look(request: &StatusRequest, retrier: Retrier) -> Result<StatusReport, DeployError> {
     let env = &request.group.env;
-    let retrier = Retrier::default();
     let cluster = request.group.connect().await?;
     let client = cluster.client.clone();
     let inventories = request

@@ -13,6 +13,7 @@ pub mod state_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -28,6 +29,7 @@ use crate::formats::manifest;
 use crate::formats::sops::{Keys, rules::SopsConfig};
 use crate::formats::sources::KbldConfig;
 use crate::formats::yaml::YamlError;
+use crate::progress::Progress;
 
 use images::Rules;
 use sealing::Sealer;
@@ -140,6 +142,10 @@ pub enum RenderError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The state is reached through a symbolic link, or holds one: nothing was read or
+    /// written there.
+    #[error("{0}")]
+    Linked(String),
     /// `--check`: the state on disk is not what the sources render.
     #[error("{} differs from a fresh render of the sources", dir.display())]
     Stale { dir: PathBuf, diff: String },
@@ -151,7 +157,8 @@ impl ExitStatus for RenderError {
             RenderError::Input(_)
             | RenderError::Split(_)
             | RenderError::Invalid(_)
-            | RenderError::Secrets(_) => exit::REFUSED,
+            | RenderError::Secrets(_)
+            | RenderError::Linked(_) => exit::REFUSED,
             RenderError::Template(HelmError::Failed { .. }) => exit::REFUSED,
             _ => exit::FAILURE,
         }
@@ -160,8 +167,11 @@ impl ExitStatus for RenderError {
 
 /// Renders the environment, then writes its state directory (as a whole, or not at all), or
 /// with `check`, compares it with the one on disk.
-pub async fn run(request: &RenderRequest) -> Result<Rendered, RenderError> {
-    let mut rendered = render(request).await?;
+pub async fn run(
+    request: &RenderRequest,
+    progress: Arc<dyn Progress>,
+) -> Result<Rendered, RenderError> {
+    let mut rendered = render(request, progress).await?;
     let dir = rendered.state_dir.clone();
     if request.check {
         let on_disk = StateFiles::read(&dir).map_err(|source| RenderError::Read {
@@ -189,13 +199,20 @@ pub async fn run(request: &RenderRequest) -> Result<Rendered, RenderError> {
 const CHECK_DIFF_LINES: usize = 200;
 
 /// Renders the environment in memory: nothing is written (see [`state_dir`]).
-pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
+pub async fn render(
+    request: &RenderRequest,
+    progress: Arc<dyn Progress>,
+) -> Result<Rendered, RenderError> {
+    let state_dir = layout::env_dir(&request.root, &request.env);
+    // Nothing is read or written through a symbolic link: it could lead anywhere.
+    layout::no_link_to_env(&request.root, &request.env)
+        .and_then(|()| state_dir::refuse_links(&state_dir, true))
+        .map_err(RenderError::Linked)?;
     let chart_dir = request.root.join(layout::CHART_DIR);
     let chart = UmbrellaChart::load(&chart_dir)?;
     let config = kbld_config(&request.root)?;
     let built = ImagesLock::read(&request.build_lock)?;
     let settings = Settings::of(request, &chart)?;
-    let state_dir = layout::env_dir(&request.root, &request.env);
     let seen = capabilities::for_render(
         &settings.capabilities,
         settings.context.as_deref(),
@@ -219,7 +236,7 @@ pub async fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
     let rules = Rules::from_config(&config);
     let uses = image_uses(&objects, &rules);
     let decisions = pin::decide(&uses.keys().cloned().collect(), &config, &built);
-    let retrier = Retrier::default();
+    let retrier = Retrier::reporting(progress);
     let pinning = pin::resolve(decisions, LOOKUP_CONCURRENCY, &retrier)
         .await
         .map_err(|unresolved| RenderError::Refused(unresolved_message(&unresolved, &uses)))?;
