@@ -19,6 +19,7 @@ data:
   flavour: {{ .Values.flavour | default "plain" | quote }}
   pdb: {{ if .Capabilities.APIVersions.Has "policy/v1" }}"policy/v1"{{ else }}"policy/v1beta1"{{ end }}
   monitor: {{ .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" | quote }}
+  thing: {{ .Capabilities.APIVersions.Has "other.io/v2/Thing" | quote }}
 "#;
 
 fn render(repo: &Path, extra: &[&str]) -> (i32, String) {
@@ -120,6 +121,7 @@ async fn charts_see_the_environments_cluster_its_settings_and_the_flags() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(field(&seen(root), &["data", "kube"]), "v1.33.2");
     assert_eq!(field(&seen(root), &["data", "monitor"]), "true");
+    assert_eq!(field(&seen(root), &["data", "thing"]), "false");
     let (code, out) = render(
         root,
         &[
@@ -131,6 +133,7 @@ async fn charts_see_the_environments_cluster_its_settings_and_the_flags() {
     );
     assert_eq!(code, 0, "{out}");
     assert_eq!(field(&seen(root), &["data", "kube"]), "v1.32.1");
+    assert_eq!(field(&seen(root), &["data", "thing"]), "true");
 }
 
 #[test]
@@ -598,6 +601,13 @@ fn hand_edits_are_taken_back_and_a_controllers_fields_are_not() {
         ],
     )
     .expect("a controller's apply");
+    diff_says(
+        &group,
+        &[
+            "needs --force-conflicts to take these fields from",
+            "scaler-controller",
+        ],
+    );
     let (code, _, err) = group.deploy(&[]);
     assert_eq!(code, 2, "{err}");
     assert!(
