@@ -89,7 +89,9 @@ pub enum UpdateError {
     #[error("committing the update: {0}")]
     Git(#[from] GitError),
     /// The update failed and these files could not be put back as they were.
-    #[error("{cause}; and {files} could not be put back as they were: restore them with `git checkout -- {files}`")]
+    #[error(
+        "{cause}; and {files} could not be put back as they were: restore them with `git checkout -- {files}`"
+    )]
     NotRestored {
         cause: Box<UpdateError>,
         files: String,

@@ -1,7 +1,11 @@
 //! The git repository that holds the sources and the rendered state (git2).
 
+mod commit;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+pub use commit::{Head, changed_outside, commit_paths, head, staged_outside};
 
 /// The repository could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -99,178 +103,12 @@ pub enum GitError {
     },
 }
 
-/// The signature of a commit: `Name <email>`; else git's configuration; else
-/// `GIT_AUTHOR_NAME`/`GIT_AUTHOR_EMAIL`; else umbrella's own (a fresh CI clone has none).
-fn signature(
-    repo: &git2::Repository,
-    author: Option<&str>,
-) -> Result<git2::Signature<'static>, GitError> {
-    if let Some(author) = author {
-        let (name, email) = author
-            .rsplit_once('<')
-            .map(|(name, email)| (name.trim(), email.trim_end_matches('>').trim()))
-            .filter(|(name, email)| !name.is_empty() && email.contains('@'))
-            .ok_or_else(|| {
-                GitError::Invalid(format!("--author `{author}`: expected `Name <email>`"))
-            })?;
-        return Ok(git2::Signature::now(name, email)?);
-    }
-    if let Ok(signature) = repo.signature() {
-        return Ok(signature.to_owned());
-    }
-    let name = std::env::var("GIT_AUTHOR_NAME").unwrap_or_else(|_| "umbrella".into());
-    let email = std::env::var("GIT_AUTHOR_EMAIL").unwrap_or_else(|_| "umbrella@localhost".into());
-    Ok(git2::Signature::now(&name, &email)?)
-}
-
-/// Where HEAD stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub sha: String,
-    pub detached: bool,
-}
-
-/// HEAD's commit; `None` before the first commit.
-pub fn head(root: &Path) -> Result<Option<Head>, GitError> {
-    let repo = git2::Repository::discover(root)?;
-    let Ok(commit) = repo.head().and_then(|h| h.peel_to_commit()) else {
-        return Ok(None);
-    };
-    Ok(Some(Head {
-        sha: commit.id().to_string(),
-        detached: repo.head_detached()?,
-    }))
-}
-
-/// Paths staged in the index (against HEAD) outside `prefix` (a directory, relative).
-pub fn staged_outside(root: &Path, prefix: &str) -> Result<Vec<String>, GitError> {
-    let repo = git2::Repository::discover(root)?;
-    let tree = repo.head()?.peel_to_tree()?;
-    let index = repo.index()?;
-    let diff = repo.diff_tree_to_index(Some(&tree), Some(&index), None)?;
-    Ok(diff
-        .deltas()
-        .filter_map(|d| {
-            d.new_file()
-                .path()
-                .or(d.old_file().path())
-                .map(|p| p.display().to_string())
-        })
-        .filter(|p| !p.starts_with(&format!("{prefix}/")))
-        .collect())
-}
-
-/// Paths of the work tree that differ from HEAD or are untracked (ignored ones aside),
-/// outside `prefix` (a directory, relative).
-pub fn changed_outside(root: &Path, prefix: &str) -> Result<Vec<String>, GitError> {
-    let repo = git2::Repository::discover(root)?;
-    let mut options = git2::StatusOptions::new();
-    options
-        .include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .include_ignored(false);
-    Ok(repo
-        .statuses(Some(&mut options))?
-        .iter()
-        .filter_map(|entry| entry.path().ok().map(str::to_string))
-        .filter(|path| !path.starts_with(&format!("{prefix}/")))
-        .collect())
-}
-
-/// Stages everything under `pathspecs` (additions, changes, deletions) and commits it on HEAD
-/// (which may be unborn) with `message`. Returns the new commit, or `None` when the tree would
-/// not change. Everything that can fail is done before the index is written (the staging is
-/// built in memory); a commit that still fails puts the index back as it was.
-pub fn commit_paths(
-    root: &Path,
-    pathspecs: &[&str],
-    message: &str,
-    author: Option<&str>,
-) -> Result<Option<String>, GitError> {
-    let repo = git2::Repository::discover(root)?;
-    let mut index = repo.index()?;
-    index.add_all(pathspecs, git2::IndexAddOption::DEFAULT, None)?;
-    index.update_all(pathspecs, None)?;
-    let tree = repo.find_tree(index.write_tree()?)?;
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    if parent.as_ref().is_some_and(|p| p.tree_id() == tree.id()) {
-        index.write()?;
-        return Ok(None);
-    }
-    let signature = signature(&repo, author)?;
-    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    let saved = SavedIndex::read(&index)?;
-    index.write()?;
-    match repo.commit(
-        Some("HEAD"),
-        &signature,
-        &signature,
-        message,
-        &tree,
-        &parents,
-    ) {
-        Ok(id) => Ok(Some(id.to_string())),
-        Err(commit) => Err(match saved.restore() {
-            Ok(()) => GitError::Git(commit),
-            Err(source) => GitError::IndexNotRestored {
-                commit,
-                path: saved.path,
-                source,
-            },
-        }),
-    }
-}
-
-/// The index file's bytes as they were before a commit staged anything (`None`: no index yet).
-struct SavedIndex {
-    path: PathBuf,
-    bytes: Option<Vec<u8>>,
-}
-
-impl SavedIndex {
-    fn read(index: &git2::Index) -> Result<SavedIndex, GitError> {
-        let path = index
-            .path()
-            .ok_or_else(|| GitError::Invalid("the repository's index has no file".into()))?
-            .to_path_buf();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_refusal(&path, &e)),
-        };
-        Ok(SavedIndex { path, bytes })
-    }
-
-    /// Writes the saved bytes back as git does: into `index.lock` (which must not exist: git
-    /// holds it while it writes), then renamed over the index.
-    fn restore(&self) -> std::io::Result<()> {
-        let Some(bytes) = &self.bytes else {
-            return std::fs::remove_file(&self.path);
-        };
-        let mut lock = self.path.clone().into_os_string();
-        lock.push(".lock");
-        let lock = PathBuf::from(lock);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-            .and_then(|mut file| {
-                std::io::Write::write_all(&mut file, bytes)?;
-                file.sync_all()
-            });
-        if let Err(e) = written {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                let _ = std::fs::remove_file(&lock);
-            }
-            return Err(e);
-        }
-        std::fs::rename(&lock, &self.path)
-    }
-}
+/// git's file mode of a symbolic link.
+const LINK_MODE: i32 = 0o120000;
 
 /// Writes the `path` directory (relative to the repository root) as it is in the commit `rev`
 /// into `target`, straight from git's objects: the work tree is not touched. Returns the
-/// commit's full sha.
+/// commit's full sha. A symbolic link or submodule in it is refused.
 pub fn export_tree(root: &Path, rev: &str, path: &str, target: &Path) -> Result<String, GitError> {
     let repo = git2::Repository::discover(root)?;
     let commit = repo
@@ -285,11 +123,20 @@ pub fn export_tree(root: &Path, rev: &str, path: &str, target: &Path) -> Result<
         .find_tree(entry.id())
         .map_err(|_| GitError::Invalid(format!("revision `{rev}`: {path} is not a directory")))?;
     let mut failure = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        if entry.kind() != Some(git2::ObjectType::Blob) {
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let name = entry.name().unwrap_or_default();
+        if entry.kind() == Some(git2::ObjectType::Tree) {
             return git2::TreeWalkResult::Ok;
         }
-        let file = target.join(dir).join(entry.name().unwrap_or_default());
+        // A link (or submodule) counts as neither a file nor a removal: refused, as in the
+        // work tree.
+        if entry.kind() != Some(git2::ObjectType::Blob) || entry.filemode() == LINK_MODE {
+            failure = Some(format!(
+                "{path}/{dir}{name} at revision `{rev}` is a symbolic link or submodule, not a plain file or directory: never followed"
+            ));
+            return git2::TreeWalkResult::Abort;
+        }
+        let file = target.join(dir).join(name);
         let written = repo
             .find_blob(entry.id())
             .map_err(|e| e.to_string())
@@ -305,11 +152,13 @@ pub fn export_tree(root: &Path, rev: &str, path: &str, target: &Path) -> Result<
                 git2::TreeWalkResult::Abort
             }
         }
-    })?;
-    match failure {
-        Some(reason) => Err(GitError::Invalid(reason)),
-        None => Ok(commit.id().to_string()),
+    });
+    // An abort of ours says why; git's own error only that the walk stopped.
+    if let Some(reason) = failure {
+        return Err(GitError::Invalid(reason));
     }
+    walked?;
+    Ok(commit.id().to_string())
 }
 
 /// One commit that changed an environment's state.
@@ -749,6 +598,31 @@ mod tests {
             .expect("entry")
             .id();
         assert_eq!(directory_tree_id(&state).expect("tree id"), committed);
+    }
+
+    #[test]
+    fn a_linked_app_in_a_revision_is_refused_never_read_as_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        write(dir.path(), "elsewhere/cm.yaml", "kind: ConfigMap\n");
+        write(
+            dir.path(),
+            "umbrella-state/dev/web/cm.yaml",
+            "kind: ConfigMap\n",
+        );
+        std::os::unix::fs::symlink("../../elsewhere", dir.path().join("umbrella-state/dev/api"))
+            .expect("link");
+        let sha = commit_all(&repo, "state").to_string();
+        let target = tempfile::tempdir().expect("temp dir");
+        let error = export_tree(dir.path(), &sha, "umbrella-state/dev", target.path())
+            .expect_err("a link in the state");
+        assert!(
+            error
+                .to_string()
+                .contains("umbrella-state/dev/api at revision")
+                && error.to_string().contains("symbolic link"),
+            "{error}"
+        );
     }
 
     #[test]
