@@ -39,6 +39,34 @@ pub fn stays_below(relative: &Path) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// Refuses a symbolic link on the way from `root` to `root/relative` (the root itself is the
+/// user's choice): the state is never read or written through one, which could lead anywhere.
+/// The way ends where nothing exists yet.
+pub fn no_link_on_the_way(root: &Path, relative: &Path) -> Result<(), String> {
+    let mut path = root.to_path_buf();
+    for component in relative.components() {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "{}: a symbolic link: the state is never read or written through one",
+                    path.display()
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// [`no_link_on_the_way`] to an environment's state: neither `umbrella-state` nor
+/// `umbrella-state/<env>` may be a symbolic link.
+pub fn no_link_to_env(root: &Path, env: &str) -> Result<(), String> {
+    no_link_on_the_way(root, Path::new(&env_path(env)))
+}
+
 /// `umbrella-state/<env>`, relative to the repository root (as git names paths).
 pub fn env_path(env: &str) -> String {
     format!("{STATE_DIR}/{env}")
@@ -137,6 +165,24 @@ mod tests {
         assert_eq!(
             env_lock(Path::new("/r"), "dev"),
             Path::new("/r/umbrella-state/dev/images.lock.yaml")
+        );
+    }
+
+    #[test]
+    fn a_symbolic_link_on_the_way_to_the_state_is_refused() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let outside = tempfile::tempdir().expect("temp dir");
+        assert_eq!(no_link_to_env(root.path(), "dev"), Ok(()));
+        std::os::unix::fs::symlink(outside.path(), root.path().join(STATE_DIR)).expect("link");
+        let error = no_link_to_env(root.path(), "dev").expect_err("a link");
+        assert!(error.contains("umbrella-state: a symbolic link"), "{error}");
+        std::fs::remove_file(root.path().join(STATE_DIR)).expect("unlink");
+        std::fs::create_dir(root.path().join(STATE_DIR)).expect("state dir");
+        std::os::unix::fs::symlink(outside.path(), env_dir(root.path(), "dev")).expect("link");
+        let error = no_link_to_env(root.path(), "dev").expect_err("a link");
+        assert!(
+            error.contains("umbrella-state/dev: a symbolic link"),
+            "{error}"
         );
     }
 }

@@ -55,37 +55,72 @@ fn placeholder(key: &str, value: &Value, seen: &mut Vec<(String, String)>) -> St
     format!("(value #{number} masked)")
 }
 
-/// Every value a Secret-like object keeps, as written and (for `data`) decoded, so that none
-/// of them can be repeated by a message.
+/// Every value a Secret-like object keeps (strings and numbers, also inside lists and maps),
+/// as written, as Go quotes it and (for base64) decoded, so that none of them can be repeated
+/// by a message.
 fn secret_values(object: &Value) -> Vec<String> {
     if !is_secret_like(object) {
         return Vec::new();
     }
-    let mut values = Vec::new();
+    let mut scalars = Vec::new();
     for pointer in SECRET_FIELDS
         .iter()
         .flat_map(|f| [format!("/{f}"), format!("/spec/{f}")])
     {
-        let Some(Value::Object(map)) = object.pointer(&pointer) else {
-            continue;
-        };
-        for value in map.values().filter_map(Value::as_str) {
-            values.push(value.to_string());
-            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value)
-                && let Ok(text) = String::from_utf8(decoded)
-            {
-                values.push(text);
-            }
+        if let Some(value) = object.pointer(&pointer) {
+            collect_scalars(value, &mut scalars);
         }
     }
+    let mut values = Vec::new();
+    for value in scalars {
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(&value)
+            && let Ok(text) = String::from_utf8(decoded)
+        {
+            values.push(go_escaped(&text));
+            values.push(text);
+        }
+        values.push(go_escaped(&value));
+        values.push(value);
+    }
     // The longest first, so a value that contains another is masked whole.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    values.dedup();
     values.retain(|v| v.len() >= 3);
     values
 }
 
+/// The strings and numbers of `value`, however deep.
+fn collect_scalars(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(text) => out.push(text.clone()),
+        Value::Number(number) => out.push(number.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| collect_scalars(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_scalars(v, out)),
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// `text` as it stands between the quotes of Go's `%q` (the API server's way to quote a value).
+fn go_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `message` (what a server said about `object`) without any of the object's secret values;
-/// for Secret-like objects, `Invalid value: "..."` never shows what was between the quotes.
+/// for Secret-like objects, a value the server quotes after `Invalid value:` (or `Unsupported
+/// value:`, ...) or dumps after `valueUnstructured{Value:` is never shown.
 pub fn scrub(message: &str, object: &Value) -> String {
     if !is_secret_like(object) {
         return message.to_string();
@@ -94,18 +129,39 @@ pub fn scrub(message: &str, object: &Value) -> String {
     for value in secret_values(object) {
         text = text.replace(&value, "(masked)");
     }
-    mask_quoted_values(&text)
+    mask_echoed_values(&text)
 }
 
-/// `Invalid value: "anything"` becomes `Invalid value: "(masked)"`.
-fn mask_quoted_values(text: &str) -> String {
-    const MARK: &str = "Invalid value: \"";
+/// Where the API server repeats a value: field errors quote it (Go's `%q`), and the typed
+/// patch of a server-side apply dumps it (Go's `%#v`) up to the line's last `}`.
+const QUOTED_MARKS: &[&str] = &[
+    "Invalid value: \"",
+    "Unsupported value: \"",
+    "Duplicate value: \"",
+    "Not found: \"",
+];
+const DUMPED_MARK: &str = "valueUnstructured{Value:";
+
+/// `Invalid value: "anything"` becomes `Invalid value: "(masked)"`, and
+/// `valueUnstructured{Value:anything}` becomes `valueUnstructured{Value:(masked)}`.
+fn mask_echoed_values(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(start) = rest.find(MARK) {
-        out.push_str(&rest[..start + MARK.len()]);
-        rest = &rest[start + MARK.len()..];
-        let end = closing_quote(rest).unwrap_or(rest.len());
+    loop {
+        let next = QUOTED_MARKS
+            .iter()
+            .chain(std::iter::once(&DUMPED_MARK))
+            .filter_map(|mark| rest.find(mark).map(|at| (at, *mark)))
+            .min();
+        let Some((start, mark)) = next else { break };
+        out.push_str(&rest[..start + mark.len()]);
+        rest = &rest[start + mark.len()..];
+        let end = if mark == DUMPED_MARK {
+            let line = rest.find('\n').unwrap_or(rest.len());
+            rest[..line].rfind('}').unwrap_or(line)
+        } else {
+            closing_quote(rest).unwrap_or(rest.len())
+        };
         out.push_str("(masked)");
         rest = &rest[end..];
     }
@@ -148,6 +204,22 @@ mod tests {
         assert_eq!(
             scrub("Invalid value: \"visible\"", &config),
             "Invalid value: \"visible\""
+        );
+    }
+
+    #[test]
+    fn values_that_are_not_plain_strings_are_never_repeated_either() {
+        let sealed = serde_json::json!({"kind": "VaultSecret", "spec": {"encryptedData": {
+            "pin": 73317331, "keys": ["listed-s3cr3t", "listed-s3cr3t"], "quoted": "q\"s3cr3t\n"}}});
+        let message = "failed to create typed patch object (ns/x; g/v1, Kind=VaultSecret): errors:\n  .spec.encryptedData.pin: expected string, got &value.valueUnstructured{Value:73317331}\n  .spec.encryptedData.keys: duplicate entries for key [=\"listed-s3cr3t\"]\n  .spec.encryptedData.other: expected string, got &value.valueUnstructured{Value:[]interface {}{\"other\"}}\nspec.encryptedData.quoted: Unsupported value: \"q\\\"s3cr3t\\n\": supported values: \"a\"";
+        let scrubbed = scrub(message, &sealed);
+        for value in ["73317331", "s3cr3t", "other\""] {
+            assert!(!scrubbed.contains(value), "{scrubbed}");
+        }
+        assert!(
+            scrubbed.contains(".spec.encryptedData.pin: expected string, got &value.valueUnstructured{Value:(masked)}\n")
+                && scrubbed.contains("Unsupported value: \"(masked)\": supported values"),
+            "{scrubbed}"
         );
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryFutureExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, Patch};
 use kube::{Client, ResourceExt};
@@ -213,6 +213,7 @@ impl Applier<'_> {
         let what = format!("dry run of {}", target.reference);
         cluster::call(self.retrier, &what, || {
             api.patch(&target.reference.name, &params, &patch)
+                .map_err(|e| scrubbed(e, &target.desired.value))
         })
         .await
     }
@@ -366,6 +367,19 @@ impl CheckError {
     }
 }
 
+/// The error of a call about `object` with none of its secret values in what the server said:
+/// scrubbed before anything (a retry's note, a report) can show it.
+pub(super) fn scrubbed(error: kube::Error, object: &Value) -> kube::Error {
+    let kube::Error::Api(mut status) = error else {
+        return error;
+    };
+    status.message = secrets::scrub(&status.message, object);
+    for cause in status.details.iter_mut().flat_map(|d| d.causes.iter_mut()) {
+        cause.message = secrets::scrub(&cause.message, object);
+    }
+    kube::Error::Api(status)
+}
+
 /// What the API server said about an apply of `object`, with the way out of a conflict, and
 /// never one of its secret values.
 pub(super) fn describe_apply_error(error: &kube::Error, object: &Value) -> String {
@@ -453,6 +467,7 @@ impl<'a> Applier<'a> {
         fence.check().map_err(|e| e.to_string())?;
         let applied = cluster::call(self.retrier, &what, || {
             api.patch(&target.reference.name, &params, &patch)
+                .map_err(|e| scrubbed(e, &target.desired.value))
         });
         let applied = applied
             .await

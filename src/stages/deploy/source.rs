@@ -36,6 +36,9 @@ pub enum SourceError {
     },
     #[error("a temporary directory: {0}")]
     Scratch(std::io::Error),
+    /// `umbrella-state` or `umbrella-state/<env>` is a symbolic link: never followed.
+    #[error("{0}")]
+    Linked(String),
 }
 
 impl ExitStatus for SourceError {
@@ -48,6 +51,7 @@ impl DeploySource {
     /// The environment's state in the work tree, or as `revision` holds it.
     pub fn read(root: &Path, env: &str, revision: Option<&str>) -> Result<Self, SourceError> {
         let Some(revision) = revision else {
+            layout::no_link_to_env(root, env).map_err(SourceError::Linked)?;
             let dir = layout::env_dir(root, env);
             let commits =
                 git::content_commits(root, &layout::env_path(env), StateSource::WorkTree(&dir))?;

@@ -203,11 +203,7 @@ pub async fn render(
     request: &RenderRequest,
     progress: Arc<dyn Progress>,
 ) -> Result<Rendered, RenderError> {
-    let state_dir = layout::env_dir(&request.root, &request.env);
-    // Nothing is read or written through a symbolic link: it could lead anywhere.
-    layout::no_link_to_env(&request.root, &request.env)
-        .and_then(|()| state_dir::refuse_links(&state_dir, true))
-        .map_err(RenderError::Linked)?;
+    let state_dir = unlinked_state_dir(request)?;
     let chart_dir = request.root.join(layout::CHART_DIR);
     let chart = UmbrellaChart::load(&chart_dir)?;
     let config = kbld_config(&request.root)?;
@@ -233,16 +229,8 @@ pub async fn render(
     }
 
     let pin_started = std::time::Instant::now();
-    let rules = Rules::from_config(&config);
-    let uses = image_uses(&objects, &rules);
-    let decisions = pin::decide(&uses.keys().cloned().collect(), &config, &built);
     let retrier = Retrier::reporting(progress);
-    let pinning = pin::resolve(decisions, LOOKUP_CONCURRENCY, &retrier)
-        .await
-        .map_err(|unresolved| RenderError::Refused(unresolved_message(&unresolved, &uses)))?;
-    for object in &mut objects {
-        pin_object(object, &rules, &pinning.images);
-    }
+    let pinning = pin_images(&mut objects, &config, &built, &retrier).await?;
     let pin_ms = pin_started.elapsed().as_millis();
     let lock = ImagesLock::new(pinning.images.values().cloned().collect());
     let (mut files, sealed) = state_files(request, &objects, &lock, &keys, &state_dir)?;
@@ -266,6 +254,36 @@ pub async fn render(
         encrypted_without_key: sealed.unkeyed,
         files,
     })
+}
+
+/// Pins every image of the objects: built ones as the images lock has them, the others as
+/// their registries answer.
+async fn pin_images(
+    objects: &mut [RenderedObject],
+    config: &KbldConfig,
+    built: &ImagesLock,
+    retrier: &Retrier,
+) -> Result<pin::Pinning, RenderError> {
+    let rules = Rules::from_config(config);
+    let uses = image_uses(objects, &rules);
+    let decisions = pin::decide(&uses.keys().cloned().collect(), config, built);
+    let pinning = pin::resolve(decisions, LOOKUP_CONCURRENCY, retrier)
+        .await
+        .map_err(|unresolved| RenderError::Refused(unresolved_message(&unresolved, &uses)))?;
+    for object in objects.iter_mut() {
+        pin_object(object, &rules, &pinning.images);
+    }
+    Ok(pinning)
+}
+
+/// The environment's state directory, once neither it, nor the way to it, nor anything in it is
+/// a symbolic link: nothing is read or written through one, which could lead anywhere.
+fn unlinked_state_dir(request: &RenderRequest) -> Result<PathBuf, RenderError> {
+    let dir = layout::env_dir(&request.root, &request.env);
+    layout::no_link_to_env(&request.root, &request.env)
+        .and_then(|()| state_dir::refuse_links(&dir, true))
+        .map_err(RenderError::Linked)?;
+    Ok(dir)
 }
 
 /// Every object's state file, Secrets encrypted (unless plaintext is allowed), and the lock.

@@ -94,11 +94,13 @@ impl StateFiles {
     }
 
     /// Reads what is on disk under `dir` (empty when it does not exist). Anything but plain
-    /// directories and files (a symbolic link) is an error, never followed.
+    /// directories and files (a symbolic link, `dir` itself too) is an error, never followed.
     pub fn read(dir: &Path) -> std::io::Result<Self> {
         let mut files = BTreeMap::new();
-        if dir.is_dir() {
-            read_into(dir, dir, &mut files)?;
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => read_into(dir, dir, &mut files)?,
+            Ok(meta) if meta.file_type().is_symlink() => return Err(not_plain(dir)),
+            _ => {}
         }
         Ok(StateFiles { files })
     }
@@ -107,12 +109,7 @@ impl StateFiles {
     /// path must stay below `dir`. Renders of the same state take turns; what a killed render
     /// left beside `dir` is removed.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        if let Some(outside) = self.files.keys().find(|p| !layout::stays_below(p)) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{} would not be below {}", outside.display(), dir.display()),
-            ));
-        }
+        self.check_paths(dir)?;
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent)?;
         let name = dir
@@ -162,6 +159,20 @@ impl StateFiles {
         swap().inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&staged);
         })
+    }
+
+    /// Every path stays below `dir`, and neither `dir`, nor the directory it is in, nor
+    /// anything in it is a symbolic link (which could lead anywhere).
+    fn check_paths(&self, dir: &Path) -> std::io::Result<()> {
+        let refused = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        if let Some(outside) = self.files.keys().find(|p| !layout::stays_below(p)) {
+            let below = format!("{} would not be below {}", outside.display(), dir.display());
+            return Err(refused(below));
+        }
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        refuse_links(parent, false)
+            .and_then(|()| refuse_links(dir, true))
+            .map_err(refused)
     }
 
     /// A short unified diff from `before` to `self`; `None` when they are the same.
@@ -262,6 +273,44 @@ fn unchanged(file: &Path, content: &str) -> bool {
         && std::fs::read(file).is_ok_and(|old| old == content.as_bytes())
 }
 
+/// Refuses a symbolic link at `path` (or anything but a plain directory or file), and with
+/// `below`, anywhere below it: the state is never read or written through one. Nothing there
+/// is fine.
+pub fn refuse_links(path: &Path, below: bool) -> Result<(), String> {
+    let kind = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if kind.is_dir() && below {
+        let entries = std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
+            refuse_links(&entry.path(), true)?;
+        }
+        Ok(())
+    } else if kind.is_dir() || kind.is_file() {
+        Ok(())
+    } else {
+        Err(not_plain(path).to_string())
+    }
+}
+
+/// What a state holding anything but plain directories and files is told.
+fn not_plain(path: &Path) -> std::io::Error {
+    let what = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => "a symbolic link",
+        _ => "not a plain file or directory",
+    };
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{}: {what}: the state holds only plain files and directories, and is never read or written through a link",
+            path.display()
+        ),
+    )
+}
+
 fn read_into(
     root: &Path,
     dir: &Path,
@@ -276,13 +325,7 @@ fn read_into(
             let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
             files.insert(relative, std::fs::read_to_string(&path)?);
         } else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "{}: not a plain file or directory (a symbolic link?): the state holds only those",
-                    path.display()
-                ),
-            ));
+            return Err(not_plain(&path));
         }
     }
     Ok(())
@@ -420,10 +463,42 @@ mod tests {
         files(&[("a/x.yaml", "1\n")]).write(&dir).unwrap();
         std::os::unix::fs::symlink("/etc", dir.join("b")).unwrap();
         let error = StateFiles::read(&dir).unwrap_err();
+        assert!(error.to_string().contains("/b: a symbolic link"), "{error}");
+        let error = files(&[("a/x.yaml", "2\n")]).write(&dir).unwrap_err();
+        assert!(error.to_string().contains("/b: a symbolic link"), "{error}");
+    }
+
+    #[test]
+    fn a_state_reached_through_a_link_is_neither_written_nor_read() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let state = root.path().join("umbrella-state");
+        std::os::unix::fs::symlink(outside.path(), &state).unwrap();
+        let error = files(&[("a/x.yaml", "1\n")])
+            .write(&state.join("production"))
+            .unwrap_err();
         assert!(
-            error.to_string().contains("not a plain file or directory"),
+            error
+                .to_string()
+                .contains("umbrella-state: a symbolic link"),
             "{error}"
         );
+        std::fs::remove_file(&state).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        let dir = state.join("production");
+        std::os::unix::fs::symlink(outside.path(), &dir).unwrap();
+        let error = files(&[("a/x.yaml", "1\n")]).write(&dir).unwrap_err();
+        assert!(
+            error.to_string().contains("production: a symbolic link"),
+            "{error}"
+        );
+        let error = StateFiles::read(&dir).unwrap_err();
+        assert!(
+            error.to_string().contains("production: a symbolic link"),
+            "{error}"
+        );
+        let written: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+        assert!(written.is_empty(), "written through a link: {written:?}");
     }
 
     #[test]
