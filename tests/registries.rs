@@ -169,6 +169,59 @@ fn a_repository_the_credentials_may_not_read_is_named() {
     assert!(!repo.path().join("umbrella-state").exists());
 }
 
+/// The distribution token spec has a realm hand out what it can and leave the refusal to the
+/// registry (as registry C's token server does, above); some realms answer 403 instead. A
+/// proxy in front of registry C points its challenge at a proxy in front of the real token
+/// server, which answers 403 for one repository's scope and forwards the rest.
+#[test]
+fn a_realm_that_forbids_a_repository_is_told_from_one_refusing_the_credentials() {
+    let registry = TokenRegistry::from_env();
+    let id = unique("realm");
+    let readable = format!("{id}/app");
+    let denied_id = unique("realm403");
+    let denied = format!("{denied_id}/app");
+    registry.seed(&[readable.clone(), denied.clone()], &["1".to_string()]);
+    let realm = HttpFaults::start(&common::testenv("UMBRELLA_TEST_TOKEN_SERVER"));
+    realm.fault("GET", &denied_id, usize::MAX, Fault::Answer(403, vec![]));
+    let front = HttpFaults::start(&registry.host);
+    let challenge = format!(
+        "Bearer realm=\"http://{}/token\",service=\"{}\"",
+        realm.address(),
+        common::testenv("UMBRELLA_TEST_TOKEN_SERVICE")
+    );
+    let challenge: &'static str = Box::leak(challenge.into_boxed_str());
+    front.fault(
+        "GET",
+        "/v2/",
+        usize::MAX,
+        Fault::Header("WWW-Authenticate", challenge),
+    );
+    let repo = chart_with_images(&[
+        format!("{}/{readable}:1", front.address()),
+        format!("{}/{denied}:1", front.address()),
+    ]);
+    let config = registry.docker_config_with(&front.address());
+
+    let (code, text) = render(&repo, &[("DOCKER_CONFIG", path(&config))]);
+
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("registry {}: token from http://{}/token: access denied (HTTP 403 Forbidden): the credentials given are not allowed to pull from repository {denied}", front.address(), realm.address())),
+        "{text}"
+    );
+    assert!(!text.contains("credentials were refused"), "{text}");
+    assert!(!text.contains(&format!("repository {readable}")), "{text}");
+    assert!(
+        realm
+            .answered()
+            .iter()
+            .any(|(line, status)| line.contains(&id) && *status == Some(200)),
+        "the readable repository's token came from the real token server: {:?}",
+        realm.answered()
+    );
+    assert!(!repo.path().join("umbrella-state").exists());
+}
+
 /// A Docker config holding `entry` for registry C only.
 fn docker_config_for(registry: &TokenRegistry, entry: serde_json::Value) -> tempfile::TempDir {
     let config = tempfile::tempdir().expect("temp dir");

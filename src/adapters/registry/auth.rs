@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use reqwest::RequestBuilder;
 use reqwest::header::HeaderValue;
 
-use super::error::RegistryError;
+use super::error::{self, RegistryError};
 use super::tokens::{Issued, Lease, TokenCache};
 use super::transport;
 use crate::adapters::credentials::Credential;
@@ -200,7 +200,7 @@ impl Authenticator {
             .map_err(|(failure, attempts)| {
                 transport::named(&self.host, &what, failure, attempts)
             })?;
-        let (issued, rotated) = self.read_token_answer(&answer, &what)?;
+        let (issued, rotated) = self.read_token_answer(&answer, &what, scope)?;
         if let (Some(rotated), Some(_)) = (rotated, &refresh_token) {
             *locked(&self.refresh_token) = Some(rotated);
         }
@@ -234,16 +234,29 @@ impl Authenticator {
         }
     }
 
-    /// The token in the realm's answer, or the refusal its status stands for.
+    /// The token in the realm's answer, or the refusal its status stands for: 401, the
+    /// credentials (or their absence) were refused; 403, they were recognised but may not have
+    /// `scope` (the distribution token spec has a realm grant what it can, and the registry
+    /// refuse the rest, but some realms refuse the whole request).
     fn read_token_answer(
         &self,
         answer: &transport::Answer,
         what: &str,
+        scope: Option<&str>,
     ) -> Result<(Issued, Option<String>), RegistryError> {
         let status = answer.status;
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(RegistryError::Unauthorized {
                 host: self.host.clone(),
+                had_credentials: self.has_credentials(),
+            });
+        }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Err(RegistryError::Forbidden {
+                host: self.host.clone(),
+                what: what.to_string(),
+                answer: "HTTP 403 Forbidden".to_string(),
+                wanted: scope.map_or_else(|| "use the registry".to_string(), error::wanted),
                 had_credentials: self.has_credentials(),
             });
         }
@@ -327,6 +340,31 @@ mod tests {
         assert!(insufficient_scope(Some(&scope)));
         assert!(!insufficient_scope(Some(&invalid)));
         assert!(!insufficient_scope(None));
+    }
+
+    #[test]
+    fn a_realm_refusing_the_credentials_is_told_from_one_forbidding_the_scope() {
+        let credential = Credential::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let auth = Authenticator::new("r:1", Some(credential));
+        let answer = |status: u16| transport::Answer {
+            status: reqwest::StatusCode::from_u16(status).expect("a status"),
+            headers: reqwest::header::HeaderMap::new(),
+            body: Vec::new(),
+        };
+        let what = "token from http://a/token";
+        let refused = auth.read_token_answer(&answer(401), what, Some("repository:a/b:pull"));
+        assert_eq!(
+            refused.map(|_| ()).map_err(|e| e.to_string()),
+            Err("registry r:1: credentials were refused".to_string())
+        );
+        let forbidden = auth.read_token_answer(&answer(403), what, Some("repository:a/b:pull"));
+        assert_eq!(
+            forbidden.map(|_| ()).map_err(|e| e.to_string()),
+            Err("registry r:1: token from http://a/token: access denied (HTTP 403 Forbidden): the credentials given are not allowed to pull from repository a/b".to_string())
+        );
     }
 
     #[test]

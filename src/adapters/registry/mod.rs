@@ -5,10 +5,11 @@
 //!
 //! Plain HTTP is used only where Docker itself allows it without configuration: registries on
 //! loopback addresses (or hosts listed in `UMBRELLA_INSECURE_REGISTRIES`, comma-separated),
-//! when HTTPS does not work there and plain HTTP does.
+//! when HTTPS does not work there and plain HTTP does (see [`probe`]).
 
 mod auth;
 mod error;
+mod probe;
 mod tokens;
 mod transport;
 
@@ -112,28 +113,15 @@ impl Registry {
     ) -> Result<Self, RegistryError> {
         crate::adapters::tls::install_crypto_provider();
         let http = transport::http_client(host)?;
-        let mut registry = Registry {
+        let (scheme, answer) = probe::settle(&http, &retrier, host).await?;
+        let registry = Registry {
             host: host.to_string(),
-            base: format!("https://{}", transport::api_host(host)),
+            base: format!("{}://{}", scheme.name(), transport::api_host(host)),
             http,
             auth: Authenticator::new(host, credential),
             retrier,
         };
-        let https = match registry.probe().await {
-            Ok(answer) => return Ok(registry.learning(&answer)),
-            Err(https) => https,
-        };
-        // Plain HTTP only when a registry really answers there: a TLS registry whose
-        // certificate is not trusted must say so, not be talked to in clear text.
-        if !transport::plain_http_allowed(host) {
-            return Err(https);
-        }
-        registry.base = format!("http://{}", transport::api_host(host));
-        match registry.probe().await {
-            Ok(answer) if speaks_registry(&answer) => Ok(registry.learning(&answer)),
-            Ok(_) | Err(RegistryError::Unreachable { .. }) => Err(https),
-            Err(http) => Err(http),
-        }
+        Ok(registry.learning(&answer))
     }
 
     /// The registry, knowing how to authenticate from its `/v2/` answer: with the realm known
@@ -143,17 +131,6 @@ impl Registry {
             self.auth.learn(answer.headers.get(WWW_AUTHENTICATE));
         }
         self
-    }
-
-    /// `GET /v2/` with the retry policy: any answer but a passing failure.
-    async fn probe(&self) -> Result<Answer, RegistryError> {
-        let url = format!("{}/v2/", self.base);
-        let scheme = self.scheme();
-        let what = format!("/v2/ over {scheme}");
-        let label = format!("registry {}: {what}", self.host);
-        transport::send(&self.retrier, &label, || self.http.get(&url))
-            .await
-            .map_err(|(failure, attempts)| transport::named(&self.host, &what, failure, attempts))
     }
 
     fn scheme(&self) -> &'static str {
@@ -454,15 +431,6 @@ impl Registry {
             .await
             .map_err(|(failure, attempts)| transport::named(&self.host, what, failure, attempts))
     }
-}
-
-/// Whether a `/v2/` answer comes from an OCI registry: 200 or 401 with the distribution header
-/// (a TLS server answers plain HTTP with 400).
-fn speaks_registry(answer: &Answer) -> bool {
-    matches!(answer.status, StatusCode::OK | StatusCode::UNAUTHORIZED)
-        && answer
-            .headers
-            .contains_key("Docker-Distribution-API-Version")
 }
 
 #[cfg(test)]

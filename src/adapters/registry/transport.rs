@@ -14,6 +14,8 @@ use crate::adapters::retry::{Retrier, Verdict};
 
 /// How long one request may take before it counts as failed (and is tried again).
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a connection (with its TLS handshake) may take to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request that failed, before it is named for the caller.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub(super) enum Failure {
     Transport(reqwest::Error),
     /// 429 or 5xx: worth another try, after the delay the registry asked for, if any.
     Busy(StatusCode, Option<Duration>),
+    /// A plain HTTP server that answered `/v2/` with this status, not as an OCI registry.
+    NotRegistry(StatusCode),
 }
 
 impl std::fmt::Display for Failure {
@@ -28,6 +32,11 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Transport(error) => f.write_str(&cause(error)),
             Failure::Busy(status, _) => write!(f, "HTTP {}", status.as_u16()),
+            Failure::NotRegistry(status) => write!(
+                f,
+                "answered HTTP {} without the distribution API header: not an OCI registry",
+                status.as_u16()
+            ),
         }
     }
 }
@@ -37,6 +46,7 @@ impl std::fmt::Display for Failure {
 pub(super) fn verdict(failure: &Failure) -> Verdict {
     match failure {
         Failure::Busy(_, after) => Verdict::Again(*after),
+        Failure::NotRegistry(_) => Verdict::Final,
         Failure::Transport(error) => {
             let chain = error_chain(error).to_lowercase();
             let settled = [
@@ -66,13 +76,28 @@ pub(super) fn verdict(failure: &Failure) -> Verdict {
 fn cause(error: &reqwest::Error) -> String {
     let chain = error_chain(error);
     let lower = chain.to_lowercase();
-    if error.is_timeout() {
-        format!("no answer within {}s", TIMEOUT.as_secs())
+    if error.is_timeout() && error.is_connect() {
+        format!(
+            "timed out: no connection within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )
+    } else if error.is_timeout() {
+        format!("timed out: no answer within {}s", TIMEOUT.as_secs())
+    } else if lower.contains("connection reset") {
+        format!("connection reset: {chain}")
     } else if lower.contains("certificate") || lower.contains("invalidcontenttype") {
         format!("TLS: {chain}")
     } else {
         chain
     }
+}
+
+/// Whether a TLS handshake failed because the server answered something else than TLS (a
+/// plain HTTP server answers a TLS hello with an HTTP 400).
+pub(super) fn speaks_no_tls(error: &reqwest::Error) -> bool {
+    error_chain(error)
+        .to_lowercase()
+        .contains("invalidcontenttype")
 }
 
 /// The registry error a request that failed for good stands for.
@@ -97,6 +122,10 @@ pub(super) fn named(host: &str, what: &str, failure: Failure, attempts: u32) -> 
             host,
             reason: format!("{what}: {}{tries}", cause(&error)),
         },
+        Failure::NotRegistry(_) => RegistryError::Protocol {
+            host,
+            reason: format!("{what}: {failure}"),
+        },
     }
 }
 
@@ -120,17 +149,22 @@ pub(super) async fn send(
     let result = retrier
         .run(label, verdict, || {
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let sent = make().send();
-            async move { read(sent.await.map_err(Failure::Transport)?).await }
+            once(make())
         })
         .await;
     result.map_err(|failure| (failure, attempts.into_inner()))
 }
 
+/// Sends `request` once and reads the answer: any status but 429 and 5xx, or the failure.
+pub(super) async fn once(request: RequestBuilder) -> Result<Answer, Failure> {
+    read(request.send().await.map_err(Failure::Transport)?).await
+}
+
 async fn read(response: Response) -> Result<Answer, Failure> {
     let status = response.status();
     if busy(status) {
-        return Err(Failure::Busy(status, retry_after(&response)));
+        let after = retry_after(response.headers(), std::time::SystemTime::now());
+        return Err(Failure::Busy(status, after));
     }
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(Failure::Transport)?.to_vec();
@@ -145,17 +179,50 @@ fn busy(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by registries).
-fn retry_after(response: &Response) -> Option<Duration> {
-    let seconds = response
-        .headers()
+/// The delay a `Retry-After` header asks for: delay-seconds, or an HTTP-date (IMF-fixdate,
+/// `Sun, 06 Nov 1994 08:49:37 GMT`) taken from `now` (a date past is no delay). Anything
+/// else asks for nothing, and the backoff decides.
+fn retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds))
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = std::time::SystemTime::from(http_date(value)?);
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An IMF-fixdate, the HTTP-date form senders must use (RFC 9110, section 5.6.7).
+fn http_date(text: &str) -> Option<time::OffsetDateTime> {
+    let fields: Vec<&str> = text.split_ascii_whitespace().collect();
+    let [weekday, day, month, year, clock, "GMT"] = fields[..] else {
+        return None;
+    };
+    if weekday.len() != 4 || !weekday.ends_with(',') || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as u8 + 1;
+    let date = time::Date::from_calendar_date(
+        year.parse().ok()?,
+        time::Month::try_from(month).ok()?,
+        day.parse().ok()?,
+    )
+    .ok()?;
+    let mut parts = clock
+        .split(':')
+        .map(|p| p.parse::<u8>().ok().filter(|_| p.len() == 2));
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    if parts.next().is_some() {
+        return None;
+    }
+    let clock = time::Time::from_hms(h, m, s).ok()?;
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
 }
 
 /// Docker Hub's API lives on another host than its name.
@@ -195,7 +262,7 @@ fn certs_d_dirs(host: &str) -> Vec<PathBuf> {
 pub(super) fn http_client(host: &str) -> Result<reqwest::Client, RegistryError> {
     let mut builder = reqwest::Client::builder()
         .timeout(TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("umbrella/", env!("CARGO_PKG_VERSION")));
     for dir in certs_d_dirs(host) {
         for cert in read_certificates(&dir, host)? {
@@ -236,6 +303,51 @@ mod tests {
         assert!(plain_http_allowed("localhost:5000"));
         assert!(!plain_http_allowed("ghcr.io"));
         assert!(!plain_http_allowed("10.0.0.1:5000"));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_an_http_date_and_garbage_ignored() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777); // 1994-11-06 08:49:37
+        let asked = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                reqwest::header::RETRY_AFTER,
+                value.parse().expect("a header value"),
+            );
+            retry_after(&headers, now)
+        };
+        assert_eq!(asked("3"), Some(Duration::from_secs(3)));
+        assert_eq!(asked(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(asked("0"), Some(Duration::ZERO));
+        assert_eq!(
+            asked("Sun, 06 Nov 1994 08:49:42 GMT"),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            asked("Mon, 07 Nov 1994 08:49:37 GMT"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            asked("Sun, 06 Nov 1994 08:00:00 GMT"),
+            Some(Duration::ZERO),
+            "a date past asks for no delay"
+        );
+        for garbage in [
+            "",
+            "soon",
+            "-1",
+            "1.5",
+            "3 s",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+        ] {
+            assert_eq!(asked(garbage), None, "{garbage:?}");
+        }
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
     #[test]
