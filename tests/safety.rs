@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::group::Group;
+use common::latency::SlowProxy;
 use common::proxy::FaultProxy;
 use common::{api_server, kubeconfig_via};
 
@@ -133,6 +134,81 @@ fn a_chart_or_a_flag_cannot_write_outside_the_state() {
         repo.path()
             .join("umbrella-state/dev/shop/configmap-fine.yaml")
             .is_file()
+    );
+}
+
+/// What `dir` holds, by name.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_state_reached_through_a_symbolic_link_is_never_written_or_read() {
+    let config_map = (
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\n",
+    );
+    let outside = tempfile::tempdir().expect("temp dir");
+    let refused = |repo: &std::path::Path, link: &str| {
+        for check in [&[][..], &["--check"][..]] {
+            let mut args = vec!["--env", "dev"];
+            args.extend(check);
+            let (code, out, err) = render(repo, &args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            assert!(
+                err.contains(&format!("{link}: a symbolic link")),
+                "{args:?}: {err}"
+            );
+        }
+        assert!(
+            names_in(outside.path()).is_empty(),
+            "written through {link}"
+        );
+    };
+    // `umbrella-state` leads elsewhere (a pull request can add such a link).
+    let repo = common::chart_repository(&[config_map]);
+    let state = repo.path().join("umbrella-state");
+    std::os::unix::fs::symlink(outside.path(), &state).expect("symlink");
+    refused(repo.path(), "umbrella-state");
+    // `umbrella-state/dev` does.
+    std::fs::remove_file(&state).expect("unlink");
+    std::fs::create_dir(&state).expect("state dir");
+    std::os::unix::fs::symlink(outside.path(), state.join("dev")).expect("symlink");
+    refused(repo.path(), "umbrella-state/dev");
+    assert_eq!(names_in(&state), ["dev"], "something was left beside it");
+    // An app directory of the state does.
+    std::fs::remove_file(state.join("dev")).expect("unlink");
+    let (code, _, err) = render(repo.path(), &["--env", "dev"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(state.join("dev/shop")).expect("remove app");
+    std::os::unix::fs::symlink(outside.path(), state.join("dev/shop")).expect("symlink");
+    refused(repo.path(), "umbrella-state/dev/shop");
+    // Deploy and diff do not read a state through a link either.
+    let group = Group::new("envlink");
+    group.write("web", "cm.yaml", &group.config_map("linked"));
+    let env_dir = group.repo.path().join("umbrella-state").join(&group.env);
+    let elsewhere = group.repo.path().join("elsewhere");
+    std::fs::rename(&env_dir, &elsewhere).expect("move the state");
+    std::os::unix::fs::symlink(&elsewhere, &env_dir).expect("symlink");
+    for (verb, extra, exit) in [
+        (["deploy", "app-group"], &["--yes"][..], 2),
+        (["diff", "app-group"], &[][..], 1),
+    ] {
+        let (code, out, err) = group.run(&verb, extra);
+        assert_eq!(code, exit, "{verb:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("umbrella-state/{}: a symbolic link", group.env)),
+            "{verb:?}: {err}"
+        );
+    }
+    assert!(
+        !has_config_map(&group.env, "linked"),
+        "deployed through a link"
     );
 }
 
@@ -305,6 +381,42 @@ fn another_repository_deploying_the_same_environment_is_refused() {
 }
 
 #[test]
+fn another_repository_cannot_delete_the_environment_the_first_deployed() {
+    let first = Group::new("tworepodel");
+    first.write("web", "cm.yaml", &first.config_map("first"));
+    common::commit_all(first.repo.path(), "first repository");
+    let (code, _, err) = first.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let second = Group::named(&first.env);
+    second.write("api", "cm.yaml", &second.config_map("second"));
+    common::commit_all(second.repo.path(), "second repository");
+    let (code, out, err) = second.run(&["delete", "app-group"], &["--yes"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("was deployed from") && err.contains(&format!("{}-web", first.env)),
+        "{err}"
+    );
+    assert!(
+        has_config_map(&first.env, "first"),
+        "the second repository deleted the first's app"
+    );
+    // Nor can a repository that has no state for the environment at all.
+    let stateless = Group::named(&first.env);
+    std::fs::remove_dir_all(stateless.repo.path().join("umbrella-state")).expect("no state");
+    std::fs::write(stateless.repo.path().join("README.md"), "other\n").expect("write");
+    common::commit_all(stateless.repo.path(), "a repository without state");
+    let (code, out, err) = stateless.run(&["delete", "app-group"], &["--yes"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(has_config_map(&first.env, "first"));
+    std::mem::forget(stateless);
+    // The first repository's own delete goes on.
+    let (code, out, err) = first.run(&["delete", "app-group"], &["--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!has_config_map(&first.env, "first"));
+    std::mem::forget(second); // shares the first group's namespace, which it cleans up
+}
+
+#[test]
 fn a_symlinked_app_directory_is_refused_never_pruned() {
     let group = Group::new("symlink");
     group.write("t", "cm.yaml", &group.config_map("t-object"));
@@ -402,6 +514,87 @@ fn a_namespace_the_state_still_needs_is_never_pruned_and_orphan_lets_it_go() {
     assert!(has_config_map(&env, "web-object"));
 }
 
+/// Deletes a CRD when dropped: cluster-wide, it outlives the group's namespace.
+struct CrdCleanup(String);
+
+impl Drop for CrdCleanup {
+    fn drop(&mut self) {
+        common::group::kubectl_quietly(&["delete", "crd", &self.0, "--wait=false"]);
+    }
+}
+
+#[test]
+fn a_crd_the_state_still_needs_is_never_pruned_and_orphan_lets_it_go() {
+    let group = Group::new("crdapp");
+    let env = group.env.clone();
+    let crd_group = format!("{env}.example.com");
+    let crd_name = format!("widgets.{crd_group}");
+    let _cleanup = CrdCleanup(crd_name.clone());
+    let crd = common::group::crd(&crd_group, "Widget", "Namespaced");
+    group.write("defs", "crd.yaml", &crd);
+    let widget = format!(
+        "apiVersion: {crd_group}/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: {env}\nspec:\n  size: 3\n"
+    );
+    group.write("web", "widget.yaml", &widget);
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    let live = |what: &str, namespaced: bool| {
+        let mut args = vec!["get", what];
+        if namespaced {
+            args.extend(["-n", env.as_str()]);
+        }
+        kubectl_json(&args)
+    };
+    // The app holding the CRD goes; the web app's Widget is of its kind.
+    group.remove("defs", None);
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "CustomResourceDefinition/{crd_name} (app {env}-defs) would be deleted"
+        )) && err.contains(&format!("Widget/w in {env} (app {env}-web)"))
+            && err.contains("delete-strategy: orphan"),
+        "{err}"
+    );
+    let widget_ref = format!("{crd_name}/w");
+    for (what, namespaced) in [
+        (format!("crd/{crd_name}"), false),
+        (widget_ref.clone(), true),
+    ] {
+        let object = live(&what, namespaced);
+        assert!(
+            object["metadata"]["deletionTimestamp"].is_null(),
+            "{object}"
+        );
+    }
+    // Annotated, deployed, then removed: let go, not deleted.
+    let annotated = crd.replace(
+        &format!("metadata:\n  name: {crd_name}\n"),
+        &format!(
+            "metadata:\n  name: {crd_name}\n  annotations:\n    kapp.k14s.io/delete-strategy: orphan\n"
+        ),
+    );
+    assert_ne!(annotated, crd);
+    group.write("defs", "crd.yaml", &annotated);
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    group.remove("defs", None);
+    let (code, report, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(report.to_string().contains("\"orphan\""), "{report}");
+    let kept = live(&format!("crd/{crd_name}"), false);
+    assert!(kept["metadata"]["deletionTimestamp"].is_null(), "{kept}");
+    assert!(
+        kept["metadata"]["labels"]["umbrella.dev/app"].is_null(),
+        "still managed: {kept}"
+    );
+    let widget = live(&widget_ref, true);
+    assert!(
+        widget["metadata"]["deletionTimestamp"].is_null(),
+        "{widget}"
+    );
+}
+
 #[test]
 fn the_lock_is_released_after_each_deploy_and_a_dead_holders_lock_says_when_it_frees() {
     let group = Group::new("release");
@@ -441,6 +634,53 @@ fn the_lock_is_released_after_each_deploy_and_a_dead_holders_lock_says_when_it_f
             && err.contains("takes it over"),
         "{err}"
     );
+}
+
+/// Whether the group's deploy lock (its Lease) is on the cluster.
+fn has_lease(env: &str) -> bool {
+    let lease = format!("umbrella-lock-{env}");
+    let args = ["-n", "umbrella-system", "get", "lease", lease.as_str()];
+    std::process::Command::new("kubectl")
+        .args(["--context", "umbrella-test"])
+        .args(args)
+        .output()
+        .expect("kubectl")
+        .status
+        .success()
+}
+
+#[test]
+fn a_deploy_whose_api_connection_is_slow_at_its_end_still_releases_its_lock() {
+    let group = Group::new("slowend");
+    group.write("web", "cm.yaml", &group.config_map("first"));
+    // Every request of deploy A takes 1.6 s there and back: when its work ends, a renewal of
+    // its lock is still on the way, or its release waits that long for an answer.
+    let proxy = SlowProxy::start(&api_server(), Duration::from_millis(800));
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = proxy.kubeconfig(scratch.path());
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let env = group.env.as_str();
+    let args = [
+        "deploy",
+        "app-group",
+        env,
+        "--yes",
+        "--context",
+        "umbrella-test",
+    ];
+    let started = Instant::now();
+    let (code, _, err) = common::umbrella(group.repo.path(), &args, &[("KUBECONFIG", kubeconfig)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !has_lease(env),
+        "deploy A left its lock behind ({:?}): {err}",
+        started.elapsed()
+    );
+    // The next plain deploy (no --lock-timeout) finds the lock free.
+    group.write("web", "cm.yaml", &group.config_map("second"));
+    let (code, _, err) = group.deploy(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(group.managed_config_maps(), ["second"]);
 }
 
 #[test]
@@ -505,6 +745,68 @@ fn secret_values_never_reach_the_output() {
     );
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("masked") && !out.contains("s3cr3t"), "{out}");
+}
+
+/// A CRD of its own API group, deleted when dropped.
+struct CustomKind(String);
+
+impl Drop for CustomKind {
+    fn drop(&mut self) {
+        common::group::kubectl_quietly(&["delete", "crd", &self.0, "--wait=false"]);
+    }
+}
+
+/// A Secret-like kind `VaultSecret` whose `spec.encryptedData` values must look sealed: the
+/// API server repeats a value that does not (unlike a Secret's, which it redacts itself).
+fn vault_secret_kind(group: &str) -> CustomKind {
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: vaultsecrets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: vaultsecrets, singular: vaultsecret, kind: VaultSecret}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              encryptedData:\n                type: object\n                additionalProperties: {{type: string, pattern: '^Ag[A-Za-z0-9+/=]+$'}}\n"
+    );
+    kubectl_stdin(&["apply", "-f", "-"], &crd);
+    let name = format!("vaultsecrets.{group}");
+    let established = std::process::Command::new("kubectl")
+        .args(["--context", "umbrella-test", "wait", "--timeout=30s"])
+        .args(["--for=condition=Established", &format!("crd/{name}")])
+        .output()
+        .expect("kubectl");
+    assert!(established.status.success(), "CRD {name} not established");
+    CustomKind(name)
+}
+
+#[test]
+fn a_secret_like_custom_resource_the_server_refuses_never_echoes_its_value() {
+    let group = Group::new("leakcr");
+    let api_group = format!("{}.umbrella.test", group.env);
+    let _kind = vault_secret_kind(&api_group);
+    let vault_secret = |name: &str, data: &str| {
+        format!(
+            "apiVersion: {api_group}/v1\nkind: VaultSecret\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n  encryptedData:\n{data}",
+            group.env
+        )
+    };
+    // A value that breaks the pattern, and values that are not strings at all (a PIN, a list):
+    // the API server repeats each.
+    let plain = vault_secret("db", "    password: \"plain s3cr3t, not sealed\"\n");
+    group.write("web", "vault.yaml", &plain);
+    let typed = vault_secret("pins", "    pin: 73317331\n    keys: [\"listed-s3cr3t\"]\n");
+    group.write("web", "pins.yaml", &typed);
+    let (deploy_code, report, deploy_err) = group.deploy(&[]);
+    let (diff_code, diff_out, diff_err) = group.run(&["diff", "app-group"], &["-o", "json"]);
+    let report = report.to_string();
+    for output in [&report, &deploy_err, &diff_out, &diff_err] {
+        assert!(
+            !output.contains("s3cr3t") && !output.contains("73317331"),
+            "a secret value was printed:\n{output}"
+        );
+    }
+    // Still refused, and the object is named.
+    assert_ne!(deploy_code, 0, "{deploy_err}");
+    assert!(deploy_err.contains("VaultSecret/db"), "{deploy_err}");
+    assert_ne!(diff_code, 0, "{diff_out}{diff_err}");
+    assert!(
+        format!("{diff_out}{diff_err}").contains("VaultSecret/db"),
+        "{diff_out}{diff_err}"
+    );
 }
 
 #[test]

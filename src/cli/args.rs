@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::adapters::git::RepositoryId;
 use crate::formats::environments::{self, Environment};
 use crate::formats::layout::{self, DEFAULT_BUILD_LOCK};
 use crate::report::{ColorChoice, OutputFormat};
@@ -467,12 +468,17 @@ pub struct DeleteArgs {
 }
 
 impl DeleteArgs {
-    pub fn request(&self, hooks_from: Option<DeploySource>) -> DeleteRequest {
+    pub fn request(
+        &self,
+        hooks_from: Option<DeploySource>,
+        repository: RepositoryId,
+    ) -> DeleteRequest {
         DeleteRequest {
             group: self.group.group(),
             wait_timeout: self.write.wait_timeout,
             lock_timeout: self.write.lock_timeout,
             hooks_from,
+            repository,
         }
     }
 }

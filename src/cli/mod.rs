@@ -375,7 +375,8 @@ async fn run_delete(root: &Path, args: &DeleteArgs) -> anyhow::Result<ExitCode> 
         None
     };
     let progress = progress_for(args.output);
-    let outcome = deploy::delete_group(args.request(hooks_from), progress).await;
+    let outcome =
+        deploy::delete_group(args.request(hooks_from, git::repository_id(root)), progress).await;
     finish_deploy("delete", outcome, args.output)
 }
 

@@ -147,3 +147,6 @@ pub fn kubeconfig_via(proxy: &proxy::FaultProxy, dir: &Path) -> PathBuf {
 pub fn api_server() -> String {
     proxy::server_of(Path::new(&testenv("KUBECONFIG")))
 }
+
+/// A TCP proxy that slows every byte (see [`latency::SlowProxy`]).
+pub mod latency;

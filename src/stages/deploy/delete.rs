@@ -10,6 +10,7 @@ use kube::discovery::Discovery;
 
 use super::apply::Applier;
 use super::hooks::{self, Operation, Phase};
+use super::inventory;
 use super::lease::{self, Fence};
 use super::outcome::{DeployError, DeployReport, failed};
 use super::plan::HookPlan;
@@ -19,6 +20,7 @@ use super::run::Run;
 use super::source::DeploySource;
 use super::{desired, plan};
 use crate::adapters::cluster;
+use crate::adapters::git::RepositoryId;
 use crate::adapters::retry::Retrier;
 use crate::progress::Progress;
 
@@ -30,6 +32,8 @@ pub struct DeleteRequest {
     pub lock_timeout: Duration,
     /// The state whose delete hooks run, when the repository has one for the environment.
     pub hooks_from: Option<DeploySource>,
+    /// The repository deleting: another one's apps are refused.
+    pub repository: RepositoryId,
 }
 
 /// Deletes every object the group's inventories own, in reverse order, waits until they are
@@ -88,7 +92,9 @@ impl DeleteRequest {
     fn hooks_applied_as(self) -> DeployRequest {
         DeployRequest {
             group: self.group,
-            source: self.hooks_from.unwrap_or_else(DeploySource::none),
+            source: self
+                .hooks_from
+                .unwrap_or_else(|| DeploySource::none(self.repository)),
             wait_timeout: self.wait_timeout,
             concurrency: HOOK_CONCURRENCY,
             force_conflicts: false,
@@ -105,13 +111,18 @@ const HOOK_CONCURRENCY: usize = 16;
 
 impl Run<'_> {
     /// Holding the lock: the pre-delete hooks of the deployed apps, every owned object, the
-    /// post-delete hooks, the inventories.
+    /// post-delete hooks, the inventories. Refused, nothing done, when another repository
+    /// deployed the environment: its apps are not this repository's to delete.
     async fn delete_everything(
         &self,
         mut state_hooks: HookPlan,
-        inventories: &super::inventory::Inventories,
+        inventories: &inventory::Inventories,
     ) -> Result<DeployReport, DeployError> {
         let previous = inventories.by_app().await?;
+        let (env, ours) = (&self.request.group.env, &self.request.source.repository);
+        if let Some(other) = inventory::other_repository(env, &previous, ours) {
+            return Err(DeployError::Invalid(vec![other]));
+        }
         let mut report = DeployReport {
             env: self.request.group.env.clone(),
             ..Default::default()

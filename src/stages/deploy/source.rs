@@ -71,14 +71,14 @@ impl DeploySource {
         Ok(DeploySource::new(root, env, dir, commits, Some(scratch)))
     }
 
-    /// No state at all: what a command that applies none of it (a delete of an environment
-    /// the repository has no state for) runs under.
-    pub fn none() -> Self {
+    /// No state at all, of `repository`: what a command that applies none of it (a delete of
+    /// an environment the repository has no state for) runs under.
+    pub fn none(repository: git::RepositoryId) -> Self {
         DeploySource {
             dir: PathBuf::new(),
             commits: BTreeMap::new(),
             shallow: false,
-            repository: git::RepositoryId::default(),
+            repository,
             _scratch: None,
         }
     }

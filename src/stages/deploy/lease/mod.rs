@@ -8,6 +8,13 @@
 //! - The holder renews every retry period. When a renewal has not succeeded for the renew
 //!   deadline (shorter than the lease duration), the holder has lost the lock: its [`Fence`]
 //!   stops every write at once, before anyone else can take the Lease over.
+//! - At the end the holder waits for its renewal in flight (bounded by the renew deadline),
+//!   then deletes the Lease on condition of the version it last saw, passing failures retried
+//!   for a bounded time (short when the work failed: a failed deploy exits by its deadline);
+//!   a Lease it could not release is said, with when it expires.
+
+mod error;
+mod rules;
 
 use std::time::Duration;
 
@@ -22,48 +29,11 @@ use super::inventory::{Inventories, InventoryError};
 use crate::adapters::cluster;
 use crate::adapters::retry::Retrier;
 
-/// How long a Lease nobody renews stays taken, as its candidates count it. Twice client-go's
-/// default: a deploy rides out an API server outage of 10 s and more, where a controller
-/// would rather hand over fast.
-const LEASE_DURATION: Duration = Duration::from_secs(30);
-/// How long the holder goes on without a successful renewal before it stops writing: a third
-/// of the lease duration is left between the two, for requests still under way.
-const RENEW_DEADLINE: Duration = Duration::from_secs(20);
-/// How often the holder renews, and a waiting candidate looks again.
-const RETRY_PERIOD: Duration = Duration::from_secs(2);
-/// How long the end of a deploy waits for a renewal in flight; the release gets twice that.
-/// A healthy API server answers in milliseconds; a stalled one must not hold the exit.
-const STOP_WAIT: Duration = Duration::from_millis(500);
-
-/// The lock could not be taken, or was lost.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    #[error(
-        "another deploy of {group} holds the lock (Lease {lease}, holder {holder}, last renewed {renewed}); if it is still running, retry later or wait with --lock-timeout; if it is gone, the lock is free once it has gone {seconds}s without a renewal: a deploy with --lock-timeout {wait}s or more takes it over then",
-        seconds = LEASE_DURATION.as_secs(),
-        wait = LEASE_DURATION.as_secs() + RETRY_PERIOD.as_secs() * 2
-    )]
-    Held {
-        group: String,
-        lease: String,
-        holder: String,
-        /// When, by the holder's clock, and how long ago by ours.
-        renewed: String,
-    },
-    #[error(
-        "lost the deploy lock (Lease {lease}): it could not be renewed for {}s, so this deploy stopped writing before another could take the lock over{}",
-        RENEW_DEADLINE.as_secs(),
-        cause.as_deref().map(|c| format!("; last error: {c}")).unwrap_or_default()
-    )]
-    Lost {
-        lease: String,
-        cause: Option<String>,
-    },
-    #[error("the deploy lock (Lease {lease}): {source}")]
-    Api { lease: String, source: kube::Error },
-    #[error("the deploy lock (Lease {lease}): no answer from the API server within {}s", RETRY_PERIOD.as_secs() * 5)]
-    NoAnswer { lease: String },
-}
+pub use error::LeaseError;
+use rules::{
+    FAILED_END_WAIT, LEASE_DURATION, Observed, RELEASE_ATTEMPT, RELEASE_WAIT, RENEW_DEADLINE,
+    RETRY_PERIOD, holder_of, unheld,
+};
 
 /// Whether the holder may still write: every write of a deploy asks it first, and every wait
 /// of a deploy ends when it says the lock is lost.
@@ -131,8 +101,14 @@ where
         done = work(fence.clone()) => done,
         lost = fence.lost() => Err(lost.into()),
     };
-    if let Some(version) = keeper.stop().await {
-        lock.release(version).await;
+    // Work that succeeded waits for the renewal in flight and the release, each bounded by the
+    // clock; work that failed ends promptly.
+    let give_up = result.is_err().then(|| Instant::now() + FAILED_END_WAIT);
+    let stopped = keeper.stop(give_up).await;
+    if let Err(left) = lock.end(stopped, give_up).await {
+        // The work's outcome stands; the lock left behind is said, never silent.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "umbrella: warning: {left}");
     }
     result
 }
@@ -168,57 +144,9 @@ fn holder_identity() -> String {
     format!("{}@{host}-{nanos:08x}", std::process::id())
 }
 
-/// What a candidate has seen of a Lease it does not hold: which version, since when (by the
-/// candidate's own clock).
-#[derive(Debug, Clone, PartialEq)]
-struct Observed {
-    version: String,
-    since: Instant,
-    duration: Duration,
-}
-
-impl Observed {
-    /// The same version seen again keeps its first sighting; a new one restarts the clock.
-    fn update(previous: Option<Observed>, lease: &Lease, now: Instant) -> Observed {
-        let version = lease.metadata.resource_version.clone().unwrap_or_default();
-        let duration = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.lease_duration_seconds)
-            .and_then(|s| u64::try_from(s).ok())
-            .map_or(LEASE_DURATION, Duration::from_secs);
-        match previous {
-            Some(seen) if seen.version == version => seen,
-            _ => Observed {
-                version,
-                since: now,
-                duration,
-            },
-        }
-    }
-
-    /// Expired: unchanged for its whole duration, by our clock.
-    fn expired(&self, now: Instant) -> bool {
-        now.duration_since(self.since) >= self.duration
-    }
-}
-
-/// Who holds the Lease (empty when nobody does).
-fn holder_of(lease: &Lease) -> &str {
-    lease
-        .spec
-        .as_ref()
-        .and_then(|s| s.holder_identity.as_deref())
-        .unwrap_or_default()
-}
-
-/// Free to take at once: no holder (released).
-fn unheld(lease: &Lease) -> bool {
-    holder_of(lease).is_empty()
-}
-
 /// A held group lock.
 pub(super) struct GroupLock {
+    retrier: Retrier,
     api: Api<Lease>,
     name: String,
     lease: String,
@@ -272,21 +200,106 @@ impl GroupLock {
             deadline,
             cause,
         };
-        let task = tokio::spawn(renewer.run(stopped));
-        (Keeper { stop, task }, fence)
+        let keeper = Keeper {
+            stop,
+            task: tokio::spawn(renewer.run(stopped)),
+            deadline: fence.deadline.clone(),
+        };
+        (keeper, fence)
     }
 
-    /// Deletes the Lease, on condition that it is still the version our last write made: a
-    /// Lease anyone else has written since stays.
-    async fn release(&self, version: String) {
-        let params = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                resource_version: Some(version),
-                uid: None,
-            }),
-            ..Default::default()
+    /// Once renewing has stopped: releases the lock while it is still ours. `Err` says that our
+    /// Lease may stay behind, and until when.
+    async fn end(&self, stopped: Stopped, give_up: Option<Instant>) -> Result<(), LeaseError> {
+        let cause = match stopped.ended {
+            Ended::Held(version) => match self.release(version, give_up).await {
+                Ok(()) => return Ok(()),
+                Err(cause) => cause,
+            },
+            Ended::Lost => "it could not be renewed in time".to_string(),
+            Ended::Unanswered => "a renewal was still unanswered when the work ended".to_string(),
+            // Someone else's now: nothing of ours is left.
+            Ended::Taken => return Ok(()),
         };
-        let _ = tokio::time::timeout(STOP_WAIT * 2, self.api.delete(&self.name, &params)).await;
+        let since = Instant::now().saturating_duration_since(stopped.renewed);
+        let expires = Timestamp::now()
+            .checked_sub(since)
+            .and_then(|t| t.checked_add(LEASE_DURATION))
+            .and_then(|t| t.round(k8s_openapi::jiff::Unit::Second))
+            .unwrap_or_else(|_| Timestamp::now());
+        Err(LeaseError::LeftBehind {
+            lease: self.lease.clone(),
+            cause,
+            expires,
+        })
+    }
+
+    /// Deletes the Lease, on condition that it is still the version our last write made; when a
+    /// write of ours whose answer was lost moved it on (we still hold it), on condition of the
+    /// version read then. A Lease anyone else has written since stays. Passing failures are
+    /// retried for [`RELEASE_WAIT`] (or until `give_up`); `Err` says why the Lease may still
+    /// be there.
+    async fn release(&self, version: String, give_up: Option<Instant>) -> Result<(), String> {
+        let started = Instant::now();
+        let until = give_up.map_or(started + RELEASE_WAIT, |g| g.min(started + RELEASE_WAIT));
+        let released = tokio::time::timeout_at(until, self.release_from(version)).await;
+        released.unwrap_or_else(|_| {
+            Err(format!(
+                "no answer from the API server in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ))
+        })
+    }
+
+    async fn release_from(&self, mut version: String) -> Result<(), String> {
+        let what = format!("releasing the deploy lock {}", self.lease);
+        loop {
+            let params = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    resource_version: Some(version.clone()),
+                    uid: None,
+                }),
+                ..Default::default()
+            };
+            let deleted = self
+                .call(&what, || self.api.delete(&self.name, &params))
+                .await;
+            match deleted {
+                // Gone: deleted now, or by an attempt of ours whose answer was lost.
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let current = self.call(&what, || self.api.get_opt(&self.name)).await;
+            match current.map_err(|e| e.to_string())? {
+                Some(lease) if holder_of(&lease) == self.holder => {
+                    version = lease.metadata.resource_version.unwrap_or_default();
+                }
+                // Gone, or someone else's: not ours to delete.
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// A call of the release with the retry policy, each attempt bounded by the clock.
+    async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let attempt = || {
+            let sent = call();
+            async move {
+                tokio::time::timeout(RELEASE_ATTEMPT, sent)
+                    .await
+                    .unwrap_or_else(|_| {
+                        let why = format!("no answer within {}s", RELEASE_ATTEMPT.as_secs());
+                        Err(kube::Error::Service(why.into()))
+                    })
+            }
+        };
+        self.retrier.run(what, cluster::classify, attempt).await
     }
 }
 
@@ -408,6 +421,7 @@ impl Candidate {
 
     fn taken(&self, lease: Lease, sent: Instant) -> GroupLock {
         GroupLock {
+            retrier: self.retrier.clone(),
             api: self.api.clone(),
             name: self.name.clone(),
             lease: self.lease.clone(),
@@ -434,27 +448,55 @@ impl Candidate {
         }
     }
 }
+/// How renewing ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// Stopped while the lock was ours: the Lease's version as our last write made it.
+    Held(String),
+    /// The renew deadline passed: our Lease stays until it expires.
+    Lost,
+    /// A renewal was still in flight when the end of the work gave up waiting for it: our
+    /// Lease stays until it expires.
+    Unanswered,
+    /// Someone else holds the Lease now.
+    Taken,
+}
+
+/// How renewing ended, and when the last renewal that succeeded was sent.
+struct Stopped {
+    ended: Ended,
+    renewed: Instant,
+}
 
 /// The renewing task's handle.
 struct Keeper {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Option<String>>,
+    task: tokio::task::JoinHandle<Ended>,
+    deadline: watch::Receiver<Instant>,
 }
 
 impl Keeper {
-    /// Stops renewing once the renewal in flight (if any) is done; the Lease's version when
-    /// the lock is still ours, `None` when it was lost.
-    async fn stop(self) -> Option<String> {
+    /// Stops renewing once the renewal in flight (if any) has ended: a release beside it would
+    /// race it. That renewal ends by the renew deadline at the latest (it is bounded by it), so
+    /// a stalled API server holds the end of a deploy no longer than that, or than `give_up`.
+    async fn stop(self, give_up: Option<Instant>) -> Stopped {
         let _ = self.stop.send(());
+        let bound = *self.deadline.borrow() + RETRY_PERIOD;
+        let bound = give_up.map_or(bound, |g| g.min(bound));
         let mut task = self.task;
-        match tokio::time::timeout(STOP_WAIT, &mut task).await {
-            Ok(done) => done.ok().flatten(),
-            // A renewal hangs (the API server does not answer): leave the Lease to expire
-            // rather than race that renewal with a release.
+        let ended = match tokio::time::timeout_at(bound, &mut task).await {
+            Ok(Ok(ended)) => ended,
+            // The task is gone (it cannot panic but for a bug): the lock counts as lost.
+            Ok(Err(_)) => Ended::Lost,
             Err(_) => {
                 task.abort();
-                None
+                Ended::Unanswered
             }
+        };
+        let renewed = *self.deadline.borrow();
+        Stopped {
+            ended,
+            renewed: renewed.checked_sub(RENEW_DEADLINE).unwrap_or(renewed),
         }
     }
 }
@@ -471,15 +513,18 @@ struct Renewer {
 }
 
 impl Renewer {
-    async fn run(mut self, mut stopped: oneshot::Receiver<()>) -> Option<String> {
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) -> Ended {
         loop {
-            tokio::select! {
-                _ = &mut stopped => return Some(self.version),
-                _ = tokio::time::sleep(RETRY_PERIOD) => {}
-            }
+            let stopping = tokio::select! {
+                _ = &mut stopped => true,
+                _ = tokio::time::sleep(RETRY_PERIOD) => false,
+            };
             let deadline = *self.deadline.borrow();
             if Instant::now() >= deadline {
-                return None;
+                return Ended::Lost;
+            }
+            if stopping {
+                return Ended::Held(self.version);
             }
             // A renewal in flight is finished (or given up at the deadline) before stopping:
             // releasing beside it would race it.
@@ -487,7 +532,7 @@ impl Renewer {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
                     self.deadline.send_replace(Instant::now());
-                    return None;
+                    return Ended::Taken;
                 }
                 Ok(Err(cause)) => {
                     self.cause.send_replace(Some(cause));
@@ -495,7 +540,7 @@ impl Renewer {
                 Err(_) => {
                     self.cause
                         .send_replace(Some("the API server did not answer".into()));
-                    return None;
+                    return Ended::Lost;
                 }
             }
         }
@@ -535,7 +580,6 @@ impl Renewer {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +626,24 @@ mod tests {
     #[test]
     fn the_holder_stops_before_any_candidate_can_take_over() {
         assert!(RENEW_DEADLINE + RETRY_PERIOD < LEASE_DURATION);
+    }
+
+    #[test]
+    fn a_lock_left_behind_says_which_when_it_expires_and_how_to_wait() {
+        let left = LeaseError::LeftBehind {
+            lease: "umbrella-system/umbrella-lock-prod".into(),
+            cause: "no answer from the API server within 10s".into(),
+            expires: "2030-01-02T03:04:05Z".parse().expect("a timestamp"),
+        };
+        let text = left.to_string();
+        assert!(
+            text.contains("Lease umbrella-system/umbrella-lock-prod")
+                && text.contains("no answer from the API server")
+                && text.contains("expires at 2030-01-02T03:04:05Z")
+                && text.contains("holds the lock")
+                && text.contains("--lock-timeout 34s"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
