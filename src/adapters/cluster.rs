@@ -45,10 +45,16 @@ impl ClusterError {
 /// server must not hold a command past its deadlines.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What the API server says of an apply that does not fit the object's schema.
+const UNFIT_FOR_SCHEMA: &str = "failed to create typed patch object";
+
 /// Whether a failed API call may succeed if sent again: a connection refused, reset or timed
 /// out, 429 and 5xx (an etcd leader change is a 500), after the server's `retryAfterSeconds`.
 pub fn classify(error: &kube::Error) -> Verdict {
     match error {
+        // The API server answers 500 when an apply's object does not fit its schema (a number
+        // where a string belongs): the same object fails the same way every time.
+        kube::Error::Api(status) if status.message.contains(UNFIT_FOR_SCHEMA) => Verdict::Final,
         kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
             let asked = status
                 .details
@@ -324,5 +330,48 @@ impl Cluster {
             }
         }
         Ok(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: serde_json::Value) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value(status).expect("a Status")))
+    }
+
+    #[test]
+    fn passing_answers_are_tried_again_after_what_the_server_asks() {
+        let busy = api(
+            serde_json::json!({"code": 429, "message": "too many requests",
+            "details": {"retryAfterSeconds": 3}}),
+        );
+        assert_eq!(
+            classify(&busy),
+            Verdict::Again(Some(Duration::from_secs(3)))
+        );
+        let leader = api(serde_json::json!({"code": 500,
+            "message": "etcdserver: leader changed"}));
+        assert_eq!(classify(&leader), Verdict::Again(None));
+        let unavailable = api(serde_json::json!({"code": 503, "message": "unavailable"}));
+        assert_eq!(classify(&unavailable), Verdict::Again(None));
+    }
+
+    #[test]
+    fn refusals_and_objects_unfit_for_their_schema_are_final() {
+        for (code, message) in [
+            (422, "Invalid value"),
+            (409, "Apply failed with 1 conflict"),
+            (404, "not found"),
+            (403, "forbidden"),
+            (
+                500,
+                "failed to create typed patch object (/x; example.com/v1, Kind=X): .spec.a: expected string, got &value.valueUnstructured{Value:1}",
+            ),
+        ] {
+            let error = api(serde_json::json!({"code": code, "message": message}));
+            assert_eq!(classify(&error), Verdict::Final, "{code} {message}");
+        }
     }
 }
