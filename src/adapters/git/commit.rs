@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{GitError, io_refusal};
+use super::error::{GitError, io_refusal};
 
 /// The signature of a commit: `Name <email>`; else git's configuration; else
 /// `GIT_AUTHOR_NAME`/`GIT_AUTHOR_EMAIL`; else umbrella's own (a fresh CI clone has none).

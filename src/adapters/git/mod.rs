@@ -1,11 +1,14 @@
 //! The git repository that holds the sources and the rendered state (git2).
 
 mod commit;
+mod error;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use commit::{Head, changed_outside, commit_paths, head, staged_outside};
+pub use error::GitError;
+use error::io_refusal;
 
 /// The repository could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -82,25 +85,6 @@ fn entry_id(commit: &git2::Commit<'_>, path: &Path) -> Option<git2::Oid> {
 /// `start` and its first parents, newest first.
 fn first_parents(start: git2::Commit<'_>) -> impl Iterator<Item = git2::Commit<'_>> {
     std::iter::successors(Some(start), |c| c.parent(0).ok())
-}
-
-/// A git operation failed, or a revision or path does not exist.
-#[derive(Debug, thiserror::Error)]
-pub enum GitError {
-    #[error("git: {0}")]
-    Git(#[from] git2::Error),
-    #[error("{0}")]
-    Invalid(String),
-    /// A commit failed after its changes were staged, and the index could not be put back.
-    #[error(
-        "git: {commit}; and the index {} could not be put back ({source}): `git reset` unstages what the failed commit staged",
-        path.display()
-    )]
-    IndexNotRestored {
-        commit: git2::Error,
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 /// git's file mode of a symbolic link.
@@ -391,10 +375,6 @@ pub fn is_shallow(root: &Path) -> bool {
 
 /// What `content_commits` records for content that no commit holds.
 pub const UNCOMMITTED: &str = "uncommitted";
-
-fn io_refusal(path: &Path, error: &std::io::Error) -> GitError {
-    GitError::Invalid(format!("{}: {error}", path.display()))
-}
 
 /// The newest commit of `start`'s first-parent history whose `path` holds `content` while its
 /// parent's does not; `None` when no commit holds it, or when the history is cut (a shallow
