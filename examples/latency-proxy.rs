@@ -4,13 +4,14 @@
 //! A new connection waits one round trip before it is opened (TCP's handshake); then data in
 //! each direction arrives half a round trip after it was sent, without limiting throughput.
 
+#[path = "../tests/common/delay.rs"]
+mod delay;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -19,7 +20,8 @@ async fn main() -> std::io::Result<()> {
         eprintln!("usage: latency-proxy LISTEN TARGET RTT_MS");
         std::process::exit(2);
     };
-    let rtt = Duration::from_millis(rtt_ms.parse().map_err(std::io::Error::other)?);
+    let rtt_ms: u64 = rtt_ms.parse().map_err(std::io::Error::other)?;
+    let rtt = Duration::from_millis(rtt_ms);
     let listener = TcpListener::bind(listen).await?;
     loop {
         let (inbound, _) = listener.accept().await?;
@@ -33,36 +35,11 @@ async fn main() -> std::io::Result<()> {
             let _ = outbound.set_nodelay(true);
             let (in_read, in_write) = inbound.into_split();
             let (out_read, out_write) = outbound.into_split();
+            let half = Arc::new(AtomicU64::new(rtt_ms / 2));
             tokio::join!(
-                delayed_copy(in_read, out_write, rtt / 2),
-                delayed_copy(out_read, in_write, rtt / 2)
+                delay::delayed_copy(in_read, out_write, half.clone()),
+                delay::delayed_copy(out_read, in_write, half)
             );
         });
     }
-}
-
-/// Copies `from` to `to`, each chunk written `delay` after it was read.
-async fn delayed_copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
-    let (chunks, mut pending) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let read = async move {
-        let mut buffer = vec![0u8; 64 * 1024];
-        while let Ok(n @ 1..) = from.read(&mut buffer).await {
-            if chunks
-                .send((Instant::now() + delay, buffer[..n].to_vec()))
-                .is_err()
-            {
-                break;
-            }
-        }
-    };
-    let write = async move {
-        while let Some((due, chunk)) = pending.recv().await {
-            tokio::time::sleep_until(due).await;
-            if to.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = to.shutdown().await;
-    };
-    tokio::join!(read, write);
 }

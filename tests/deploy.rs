@@ -36,6 +36,18 @@ fn ops(report: &Value) -> Vec<(String, String)> {
     list
 }
 
+/// Every object of a deploy's report is `unchanged`, but `changed`, which is updated.
+fn only_updated(found: &[(String, String)], changed: &str) {
+    for (object, op) in found {
+        let expected = if object == changed {
+            "update:ok"
+        } else {
+            "unchanged:ok"
+        };
+        assert_eq!(op, expected, "{object}: {found:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_redeploy_update_prune_and_delete_an_app() {
     let group = Group::new("grp");
@@ -94,14 +106,7 @@ async fn deploy_redeploy_update_prune_and_delete_an_app() {
     let changed = format!("Deployment/web in {env}");
     let found = ops(&report);
     assert_eq!(found.len(), 5, "{found:?}");
-    for (object, op) in &found {
-        let expected = if *object == changed {
-            "update:ok"
-        } else {
-            "unchanged:ok"
-        };
-        assert_eq!(op, expected, "{object}: {found:?}");
-    }
+    only_updated(&found, &changed);
     let web = deployments.get("web").await.expect("deployment");
     assert_eq!(
         web.metadata
@@ -540,14 +545,7 @@ async fn the_example_group_is_built_rendered_committed_and_deployed() {
     let found = ops(&report);
     let changed = format!("Deployment/order-service in {env}");
     assert!(found.iter().any(|(o, _)| *o == changed), "{found:?}");
-    for (object, op) in &found {
-        let expected = if *object == changed {
-            "update:ok"
-        } else {
-            "unchanged:ok"
-        };
-        assert_eq!(op, expected, "{object}: {found:?}");
-    }
+    only_updated(&found, &changed);
 
     let (code, out, err) = run(vec!["history".into(), env.clone()])
         .await

@@ -351,9 +351,10 @@ fn kubectl_stdin(args: &[&str], input: &str) {
     assert!(child.wait().expect("kubectl").success(), "kubectl {args:?}");
 }
 
-#[test]
-fn another_repository_deploying_the_same_environment_is_refused() {
-    let first = Group::new("tworepo");
+/// A group deployed from one repository, and a second repository with its own state for the
+/// same environment.
+fn two_repositories(name: &str) -> (Group, Group) {
+    let first = Group::new(name);
     first.write("web", "cm.yaml", &first.config_map("first"));
     common::commit_all(first.repo.path(), "first repository");
     let (code, _, err) = first.deploy(&[]);
@@ -361,6 +362,12 @@ fn another_repository_deploying_the_same_environment_is_refused() {
     let second = Group::named(&first.env);
     second.write("api", "cm.yaml", &second.config_map("second"));
     common::commit_all(second.repo.path(), "second repository");
+    (first, second)
+}
+
+#[test]
+fn another_repository_deploying_the_same_environment_is_refused() {
+    let (first, second) = two_repositories("tworepo");
     for (verb, extra) in [
         (["deploy", "app-group"], &["--yes"][..]),
         (["diff", "app-group"], &[][..]),
@@ -382,14 +389,7 @@ fn another_repository_deploying_the_same_environment_is_refused() {
 
 #[test]
 fn another_repository_cannot_delete_the_environment_the_first_deployed() {
-    let first = Group::new("tworepodel");
-    first.write("web", "cm.yaml", &first.config_map("first"));
-    common::commit_all(first.repo.path(), "first repository");
-    let (code, _, err) = first.deploy(&[]);
-    assert_eq!(code, 0, "{err}");
-    let second = Group::named(&first.env);
-    second.write("api", "cm.yaml", &second.config_map("second"));
-    common::commit_all(second.repo.path(), "second repository");
+    let (first, second) = two_repositories("tworepodel");
     let (code, out, err) = second.run(&["delete", "app-group"], &["--yes"]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(

@@ -71,7 +71,21 @@ pub fn classify(error: &kube::Error) -> Verdict {
 
 /// An API call with the retry policy, each attempt bounded in time. Only for calls that are
 /// safe to repeat: reads, server-side applies, deletes, writes conditional on a version.
-pub async fn call<T, F, Fut>(retrier: &Retrier, what: &str, mut call: F) -> Result<T, kube::Error>
+pub async fn call<T, F, Fut>(retrier: &Retrier, what: &str, call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    call_within(retrier, what, ATTEMPT_TIMEOUT, call).await
+}
+
+/// [`call`], each attempt bounded by `attempt_timeout`.
+pub async fn call_within<T, F, Fut>(
+    retrier: &Retrier,
+    what: &str,
+    attempt_timeout: Duration,
+    mut call: F,
+) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -79,10 +93,10 @@ where
     let attempt = || {
         let sent = call();
         async move {
-            tokio::time::timeout(ATTEMPT_TIMEOUT, sent)
+            tokio::time::timeout(attempt_timeout, sent)
                 .await
                 .unwrap_or_else(|_| {
-                    let why = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs());
+                    let why = format!("no answer within {}s", attempt_timeout.as_secs());
                     Err(kube::Error::Service(why.into()))
                 })
         }

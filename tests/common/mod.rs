@@ -2,6 +2,7 @@
 //! (`scripts/testenv up`); a missing component fails the test with a message, never skips it.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod delay;
 pub mod group;
 pub mod http_faults;
 pub mod proxy;

@@ -283,23 +283,12 @@ impl GroupLock {
     }
 
     /// A call of the release with the retry policy, each attempt bounded by the clock.
-    async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, kube::Error>
+    async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, kube::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
-        let attempt = || {
-            let sent = call();
-            async move {
-                tokio::time::timeout(RELEASE_ATTEMPT, sent)
-                    .await
-                    .unwrap_or_else(|_| {
-                        let why = format!("no answer within {}s", RELEASE_ATTEMPT.as_secs());
-                        Err(kube::Error::Service(why.into()))
-                    })
-            }
-        };
-        self.retrier.run(what, cluster::classify, attempt).await
+        cluster::call_within(&self.retrier, what, RELEASE_ATTEMPT, call).await
     }
 }
 
