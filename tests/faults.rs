@@ -292,6 +292,67 @@ fn a_stalled_api_server_cannot_hold_a_deploy_past_its_wait_timeout() {
     );
 }
 
+/// Whether the group's deploy lock is held now.
+fn lock_held(group: &Group) -> bool {
+    let lease = format!("umbrella-lock-{}", group.env);
+    std::process::Command::new("kubectl")
+        .args(["--context", "umbrella-test", "-n", "umbrella-system"])
+        .args(["get", "lease", lease.as_str()])
+        .output()
+        .expect("kubectl")
+        .status
+        .success()
+}
+
+#[test]
+fn a_server_that_stalls_while_the_deploy_plans_cannot_hold_it_past_its_wait_timeout() {
+    let group = Group::new("planstall");
+    many_config_maps(&group, "cm", 400);
+    let proxy = FaultProxy::start(&api_server());
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = kubeconfig_via(&proxy, scratch.path());
+    let mut deploy = common::umbrella_command()
+        .args([
+            "deploy",
+            "app-group",
+            &group.env,
+            "--yes",
+            "--context",
+            "umbrella-test",
+        ])
+        .args(["--wait-timeout", "10s"])
+        .env("KUBECONFIG", &kubeconfig)
+        .current_dir(group.repo.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start deploy");
+    // The lock is taken; the deploy now reads the live objects and dry-runs 400 creates.
+    while !lock_held(&group) {
+        assert!(
+            deploy.try_wait().expect("wait").is_none(),
+            "the deploy ended"
+        );
+    }
+    let locked = Instant::now();
+    proxy.stall();
+    let status = deploy.wait().expect("wait");
+    let took = locked.elapsed();
+    proxy.resume();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut deploy.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(
+        took <= Duration::from_millis(12_500),
+        "exit {took:?} after the lock, not at the 10s wait timeout: {err}"
+    );
+    assert!(
+        !err.contains("applying ConfigMap"),
+        "the stall came after the planning: {err}"
+    );
+}
+
 #[test]
 fn an_unreachable_api_server_is_named() {
     let group = Group::new("down");

@@ -35,6 +35,13 @@ pub(super) struct Run<'a> {
     pub feeds: Feeds,
 }
 
+/// The apps' inventories before the run, the objects it wants by app, and what it prunes.
+type Planned = (
+    BTreeMap<String, Inventory>,
+    BTreeMap<String, BTreeSet<ObjectRef>>,
+    removal::Removal,
+);
+
 impl<'a> Run<'a> {
     /// A run holding the group's lock (`fence`), its deadline `wait_timeout` from now.
     pub fn holding(
@@ -69,29 +76,23 @@ impl Run<'_> {
         mut hooks: HookPlan,
         inventories: &Inventories,
     ) -> Result<DeployReport, DeployError> {
-        let previous = inventories.by_app().await?;
-        let env = &self.request.group.env;
-        let ours = &self.request.source.repository;
-        if let Some(other) = inventory::other_repository(env, &previous, ours) {
-            return Err(DeployError::Invalid(vec![other]));
-        }
-        let wanted = plan::wanted_by_app(&targets);
-        let emptying = removal::emptying(env, &wanted, &previous);
-        if let Some(why) = emptying.filter(|_| !self.request.allow_empty) {
-            return Err(DeployError::Invalid(vec![why]));
-        }
         let client = &self.cluster.client;
         let applier = apply::Applier {
             client,
             request: self.request,
             retrier: self.retrier,
         };
-        applier.preflight(&mut targets, state_crds).await?;
-        let removal = self.plan_removal(&previous, &wanted).await?;
         let mut report = DeployReport {
             env: self.request.group.env.clone(),
             ..Default::default()
         };
+        // The reads and dry runs before the first write hold the deadline too: a stalled API
+        // server cannot keep the deploy past it.
+        let planning = self.plan_held(&applier, &mut targets, state_crds, inventories);
+        let (previous, wanted, removal) = self.limits.guard(planning).await.map_err(|stop| {
+            let waiting = "reading the live objects and dry-running the changes (--wait-timeout)";
+            stop.failure(&report, vec![waiting.into()])
+        })??;
         self.record_intent(inventories, &previous, &wanted, &report)
             .await?;
         hooks.operations = hooks::operations(
@@ -117,6 +118,31 @@ impl Run<'_> {
         self.settle_inventories(inventories, &previous, &wanted, &mut report)
             .await?;
         Ok(report)
+    }
+
+    /// What the run will change and prune, read and checked while holding the lock and before
+    /// its first write.
+    async fn plan_held(
+        &self,
+        applier: &apply::Applier<'_>,
+        targets: &mut [Target],
+        state_crds: &plan::StateCrds,
+        inventories: &Inventories,
+    ) -> Result<Planned, DeployError> {
+        let previous = inventories.by_app().await?;
+        let env = &self.request.group.env;
+        let ours = &self.request.source.repository;
+        if let Some(other) = inventory::other_repository(env, &previous, ours) {
+            return Err(DeployError::Invalid(vec![other]));
+        }
+        let wanted = plan::wanted_by_app(targets);
+        let emptying = removal::emptying(env, &wanted, &previous);
+        if let Some(why) = emptying.filter(|_| !self.request.allow_empty) {
+            return Err(DeployError::Invalid(vec![why]));
+        }
+        applier.preflight(targets, state_crds).await?;
+        let removal = self.plan_removal(&previous, &wanted).await?;
+        Ok((previous, wanted, removal))
     }
 
     /// What deletes objects (and waits until they are gone) within this run's limits.
