@@ -415,7 +415,7 @@ impl Chaos {
         tally.outages += 1;
         let proxy = FaultProxy::start(&proxy::server_of(&kubeconfig()));
         let scratch = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = proxy::kubeconfig_via(&proxy, &kubeconfig(), scratch.path());
+        let kubeconfig = proxy::kubeconfig_via(&proxy.address(), &kubeconfig(), scratch.path());
         self.write_state(next, true);
         let deploy = self.deploy_in_background(Some(kubeconfig));
         tokio::time::sleep(self.random.millis(200, 3000)).await;
@@ -446,7 +446,7 @@ impl Chaos {
         tally.stalls += 1;
         let proxy = FaultProxy::start(&proxy::server_of(&kubeconfig()));
         let scratch = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = proxy::kubeconfig_via(&proxy, &kubeconfig(), scratch.path());
+        let kubeconfig = proxy::kubeconfig_via(&proxy.address(), &kubeconfig(), scratch.path());
         self.write_state(a_state, true);
         self.add_load_balancer();
         let mut a = tokio::process::Command::new(&self.binary)
@@ -674,7 +674,7 @@ impl Chaos {
         tally.deadlines += 1;
         let proxy = FaultProxy::start(&proxy::server_of(&kubeconfig()));
         let scratch = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = proxy::kubeconfig_via(&proxy, &kubeconfig(), scratch.path());
+        let kubeconfig = proxy::kubeconfig_via(&proxy.address(), &kubeconfig(), scratch.path());
         self.write_state(next, true);
         self.add_load_balancer();
         let mut command = self.deploy_command();

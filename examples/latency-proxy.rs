@@ -7,8 +7,6 @@
 #[path = "../tests/common/delay.rs"]
 mod delay;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -20,8 +18,7 @@ async fn main() -> std::io::Result<()> {
         eprintln!("usage: latency-proxy LISTEN TARGET RTT_MS");
         std::process::exit(2);
     };
-    let rtt_ms: u64 = rtt_ms.parse().map_err(std::io::Error::other)?;
-    let rtt = Duration::from_millis(rtt_ms);
+    let rtt = Duration::from_millis(rtt_ms.parse().map_err(std::io::Error::other)?);
     let listener = TcpListener::bind(listen).await?;
     loop {
         let (inbound, _) = listener.accept().await?;
@@ -35,10 +32,9 @@ async fn main() -> std::io::Result<()> {
             let _ = outbound.set_nodelay(true);
             let (in_read, in_write) = inbound.into_split();
             let (out_read, out_write) = outbound.into_split();
-            let half = Arc::new(AtomicU64::new(rtt_ms / 2));
             tokio::join!(
-                delay::delayed_copy(in_read, out_write, half.clone()),
-                delay::delayed_copy(out_read, in_write, half)
+                delay::delayed_copy(in_read, out_write, rtt / 2),
+                delay::delayed_copy(out_read, in_write, rtt / 2)
             );
         });
     }

@@ -1,8 +1,6 @@
 //! Bytes held for a one-way delay on their way through a proxy: shared by the tests' slow
 //! proxy (`latency.rs`) and the benchmarks' `examples/latency-proxy`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -10,18 +8,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Copies `from` to `to`, each chunk written its delay (`delay_ms`, which may change while it
-/// runs) after it was read, in order, without limiting throughput.
-pub async fn delayed_copy(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    delay_ms: Arc<AtomicU64>,
-) {
+/// Copies `from` to `to`, each chunk written `delay` after it was read, in order, without
+/// limiting throughput.
+pub async fn delayed_copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
     let (chunks, mut pending) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let read = async move {
         let mut buffer = vec![0u8; 64 * 1024];
         while let Ok(n @ 1..) = from.read(&mut buffer).await {
-            let delay = Duration::from_millis(delay_ms.load(Ordering::SeqCst));
             if chunks
                 .send((Instant::now() + delay, buffer[..n].to_vec()))
                 .is_err()

@@ -141,7 +141,7 @@ pub fn fresh_example(registry: &str) -> (tempfile::TempDir, String) {
 
 /// The test cluster's kubeconfig with its server behind `proxy`, written under `dir`.
 pub fn kubeconfig_via(proxy: &proxy::FaultProxy, dir: &Path) -> PathBuf {
-    proxy::kubeconfig_via(proxy, Path::new(&testenv("KUBECONFIG")), dir)
+    proxy::kubeconfig_via(&proxy.address(), Path::new(&testenv("KUBECONFIG")), dir)
 }
 
 /// The test cluster's API server, `host:port`.

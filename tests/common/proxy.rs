@@ -200,15 +200,16 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// The kubeconfig `kubeconfig` with its server behind `proxy`, written under `dir`.
+/// The kubeconfig `kubeconfig` with its server behind the proxy at `proxy` (`host:port`),
+/// written under `dir`.
 pub fn kubeconfig_via(
-    proxy: &FaultProxy,
+    proxy: &str,
     kubeconfig: &std::path::Path,
     dir: &std::path::Path,
 ) -> std::path::PathBuf {
     let text = std::fs::read_to_string(kubeconfig).expect("read the kubeconfig");
     let server = format!("https://{}", server_of(kubeconfig));
-    let proxied = text.replace(&server, &format!("https://{}", proxy.address()));
+    let proxied = text.replace(&server, &format!("https://{proxy}"));
     let path = dir.join("kubeconfig-via-proxy");
     std::fs::write(&path, proxied).expect("write the kubeconfig");
     path

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use futures_util::{StreamExt, TryFutureExt};
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, Patch};
 use kube::{Client, ResourceExt};
@@ -212,8 +212,7 @@ impl Applier<'_> {
         let patch = Patch::Apply(&object);
         let what = format!("dry run of {}", target.reference);
         cluster::call(self.retrier, &what, || {
-            api.patch(&target.reference.name, &params, &patch)
-                .map_err(|e| scrubbed(e, &target.desired.value))
+            patch_scrubbed(api, target, &params, &patch)
         })
         .await
     }
@@ -369,6 +368,19 @@ impl CheckError {
 
 /// The error of a call about `object` with none of its secret values in what the server said:
 /// scrubbed before anything (a retry's note, a report) can show it.
+/// A server-side apply (or its dry run) of the target, the server's refusal scrubbed of the
+/// target's secret values before anything (a retry note, a report) sees it.
+pub(super) async fn patch_scrubbed(
+    api: &Api<DynamicObject>,
+    target: &Target,
+    params: &kube::api::PatchParams,
+    patch: &Patch<&Value>,
+) -> Result<DynamicObject, kube::Error> {
+    api.patch(&target.reference.name, params, patch)
+        .await
+        .map_err(|e| scrubbed(e, &target.desired.value))
+}
+
 pub(super) fn scrubbed(error: kube::Error, object: &Value) -> kube::Error {
     let kube::Error::Api(mut status) = error else {
         return error;
@@ -466,8 +478,7 @@ impl<'a> Applier<'a> {
         // Retries, too, end when the lock is lost: the deploy's guard drops them.
         fence.check().map_err(|e| e.to_string())?;
         let applied = cluster::call(self.retrier, &what, || {
-            api.patch(&target.reference.name, &params, &patch)
-                .map_err(|e| scrubbed(e, &target.desired.value))
+            patch_scrubbed(&api, target, &params, &patch)
         });
         let applied = applied
             .await

@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::{StreamExt, TryFutureExt};
+use futures_util::StreamExt;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch};
 use kube::discovery::Discovery;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::apply::{describe_apply_error, scrubbed};
+use super::apply::{describe_apply_error, patch_scrubbed};
 use super::inventory::foreign_owner;
 use super::listed::{Lister, Seen};
 use super::outcome::Op;
@@ -191,10 +191,7 @@ impl Comparison<'_> {
             let what = &what;
             async move {
                 let patch = Patch::Apply(object);
-                let sent = || {
-                    api.patch(&target.reference.name, &params, &patch)
-                        .map_err(|e| scrubbed(e, &target.desired.value))
-                };
+                let sent = || patch_scrubbed(api, target, &params, &patch);
                 cluster::call(self.retrier, what, sent)
                     .await
                     .map(|o| cluster::with_type(&o, &target.reference))

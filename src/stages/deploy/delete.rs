@@ -64,7 +64,7 @@ pub async fn delete_group(
         );
         run.delete_everything(state_hooks, &inventories).await
     };
-    let done = lease::with_group_lock(&inventories, lock_timeout, work).await;
+    let done = lease::with_group_lock(&inventories, lock_timeout, progress.as_ref(), work).await;
     done.map_err(|e: DeployError| e.with_duration(started))
         .map(|mut report| {
             report.duration_ms = started.elapsed().as_millis();

@@ -68,18 +68,23 @@ pub async fn deploy(
     let waves = plan::plan_waves(&targets, &state_crds)?;
     let hooks = plan::HookPlan::new(hooks, &discovery, &state_crds)?;
     let inventories = request.group.inventories(&cluster.client, &retrier);
-    let locked = lease::with_group_lock(&inventories, request.lock_timeout, |fence| async {
-        let run = Run::holding(
-            request,
-            progress.as_ref(),
-            &cluster,
-            &discovery,
-            &retrier,
-            fence,
-        );
-        run.locked(targets, &state_crds, waves, hooks, &inventories)
-            .await
-    });
+    let locked = lease::with_group_lock(
+        &inventories,
+        request.lock_timeout,
+        progress.as_ref(),
+        |fence| async {
+            let run = Run::holding(
+                request,
+                progress.as_ref(),
+                &cluster,
+                &discovery,
+                &retrier,
+                fence,
+            );
+            run.locked(targets, &state_crds, waves, hooks, &inventories)
+                .await
+        },
+    );
     let mut outcome = locked.await;
     match &mut outcome {
         Ok(report) => report.retries = retrier.notes(),

@@ -2,7 +2,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::rules::{LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD};
+use super::rules::{LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, TAKEOVER_WAIT};
 
 /// The lock could not be taken, or was lost.
 #[derive(Debug, thiserror::Error)]
@@ -10,7 +10,7 @@ pub enum LeaseError {
     #[error(
         "another deploy of {group} holds the lock (Lease {lease}, holder {holder}, last renewed {renewed}); if it is still running, retry later or wait with --lock-timeout; if it is gone, the lock is free once it has gone {seconds}s without a renewal: a deploy with --lock-timeout {wait}s or more takes it over then",
         seconds = LEASE_DURATION.as_secs(),
-        wait = LEASE_DURATION.as_secs() + RETRY_PERIOD.as_secs() * 2
+        wait = TAKEOVER_WAIT.as_secs()
     )]
     Held {
         group: String,
@@ -35,7 +35,7 @@ pub enum LeaseError {
     #[error(
         "the deploy lock (Lease {lease}) was not released ({cause}): it stays until it expires at {expires} by this machine's clock, {seconds}s after its last renewal; the next deploy of the group fails with \"holds the lock\" unless it waits with --lock-timeout {wait}s or more, and then takes it over",
         seconds = LEASE_DURATION.as_secs(),
-        wait = LEASE_DURATION.as_secs() + RETRY_PERIOD.as_secs() * 2
+        wait = TAKEOVER_WAIT.as_secs()
     )]
     LeftBehind {
         lease: String,

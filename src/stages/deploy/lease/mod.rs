@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use super::inventory::{Inventories, InventoryError};
 use crate::adapters::cluster;
 use crate::adapters::retry::Retrier;
+use crate::progress::Progress;
 
 pub use error::LeaseError;
 use rules::{
@@ -87,6 +88,7 @@ impl Fence {
 pub(super) async fn with_group_lock<T, E, F, W>(
     inventories: &Inventories,
     lock_timeout: Duration,
+    progress: &dyn Progress,
     work: F,
 ) -> Result<T, E>
 where
@@ -107,8 +109,7 @@ where
     let stopped = keeper.stop(give_up).await;
     if let Err(left) = lock.end(stopped, give_up).await {
         // The work's outcome stands; the lock left behind is said, never silent.
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "umbrella: warning: {left}");
+        progress.finish("deploy lock", &format!("warning: {left}"));
     }
     result
 }

@@ -15,6 +15,9 @@ pub(super) const LEASE_DURATION: Duration = Duration::from_secs(30);
 pub(super) const RENEW_DEADLINE: Duration = Duration::from_secs(20);
 /// How often the holder renews, and a waiting candidate looks again.
 pub(super) const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// A `--lock-timeout` that outlasts a Lease nobody renews: its duration and two looks more.
+pub(super) const TAKEOVER_WAIT: Duration =
+    Duration::from_secs(LEASE_DURATION.as_secs() + RETRY_PERIOD.as_secs() * 2);
 /// How long the release of the lock is tried (each attempt bounded, passing failures retried):
 /// a slow API server still gets the Lease deleted; a stalled one holds the exit no longer.
 pub(super) const RELEASE_WAIT: Duration = Duration::from_secs(10);
