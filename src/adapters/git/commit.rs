@@ -1,9 +1,9 @@
 //! Commits: the paths a stage changed, committed on HEAD with an author, the index left as it
 //! was when the commit fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::error::{GitError, io_refusal};
+use super::error::GitError;
 
 /// The signature of a commit: `Name <email>`; else git's configuration; else
 /// `GIT_AUTHOR_NAME`/`GIT_AUTHOR_EMAIL`; else umbrella's own (a fresh CI clone has none).
@@ -85,8 +85,8 @@ pub fn changed_outside(root: &Path, prefix: &str) -> Result<Vec<String>, GitErro
 
 /// Stages everything under `pathspecs` (additions, changes, deletions) and commits it on HEAD
 /// (which may be unborn) with `message`. Returns the new commit, or `None` when the tree would
-/// not change. Everything that can fail is done before the index is written (the staging is
-/// built in memory); a commit that still fails puts the index back as it was.
+/// not change. The staging is built in memory and the index written only once the commit is
+/// made: a commit that fails leaves the index as it was.
 pub fn commit_paths(
     root: &Path,
     pathspecs: &[&str],
@@ -105,71 +105,14 @@ pub fn commit_paths(
     }
     let signature = signature(&repo, author)?;
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    let saved = SavedIndex::read(&index)?;
-    index.write()?;
-    match repo.commit(
+    let id = repo.commit(
         Some("HEAD"),
         &signature,
         &signature,
         message,
         &tree,
         &parents,
-    ) {
-        Ok(id) => Ok(Some(id.to_string())),
-        Err(commit) => Err(match saved.restore() {
-            Ok(()) => GitError::Git(commit),
-            Err(source) => GitError::IndexNotRestored {
-                commit,
-                path: saved.path,
-                source,
-            },
-        }),
-    }
-}
-
-/// The index file's bytes as they were before a commit staged anything (`None`: no index yet).
-struct SavedIndex {
-    path: PathBuf,
-    bytes: Option<Vec<u8>>,
-}
-
-impl SavedIndex {
-    fn read(index: &git2::Index) -> Result<SavedIndex, GitError> {
-        let path = index
-            .path()
-            .ok_or_else(|| GitError::Invalid("the repository's index has no file".into()))?
-            .to_path_buf();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_refusal(&path, &e)),
-        };
-        Ok(SavedIndex { path, bytes })
-    }
-
-    /// Writes the saved bytes back as git does: into `index.lock` (which must not exist: git
-    /// holds it while it writes), then renamed over the index.
-    fn restore(&self) -> std::io::Result<()> {
-        let Some(bytes) = &self.bytes else {
-            return std::fs::remove_file(&self.path);
-        };
-        let mut lock = self.path.clone().into_os_string();
-        lock.push(".lock");
-        let lock = PathBuf::from(lock);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-            .and_then(|mut file| {
-                std::io::Write::write_all(&mut file, bytes)?;
-                file.sync_all()
-            });
-        if let Err(e) = written {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                let _ = std::fs::remove_file(&lock);
-            }
-            return Err(e);
-        }
-        std::fs::rename(&lock, &self.path)
-    }
+    )?;
+    index.write()?;
+    Ok(Some(id.to_string()))
 }

@@ -87,9 +87,6 @@ fn first_parents(start: git2::Commit<'_>) -> impl Iterator<Item = git2::Commit<'
     std::iter::successors(Some(start), |c| c.parent(0).ok())
 }
 
-/// git's file mode of a symbolic link.
-const LINK_MODE: i32 = 0o120000;
-
 /// Writes the `path` directory (relative to the repository root) as it is in the commit `rev`
 /// into `target`, straight from git's objects: the work tree is not touched. Returns the
 /// commit's full sha. A symbolic link or submodule in it is refused.
@@ -114,7 +111,7 @@ pub fn export_tree(root: &Path, rev: &str, path: &str, target: &Path) -> Result<
         }
         // A link (or submodule) counts as neither a file nor a removal: refused, as in the
         // work tree.
-        if entry.kind() != Some(git2::ObjectType::Blob) || entry.filemode() == LINK_MODE {
+        if entry.kind() != Some(git2::ObjectType::Blob) || entry.filemode() == i32::from(git2::FileMode::Link) {
             failure = Some(format!(
                 "{path}/{dir}{name} at revision `{rev}` is a symbolic link or submodule, not a plain file or directory: never followed"
             ));

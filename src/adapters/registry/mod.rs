@@ -73,6 +73,7 @@ pub async fn connect_all(hosts: BTreeSet<String>, retrier: &Retrier) -> Clients 
 /// One registry host, with its scheme settled and its auth state cached.
 pub struct Registry {
     host: String,
+    scheme: probe::Scheme,
     base: String,
     http: reqwest::Client,
     auth: Authenticator,
@@ -116,6 +117,7 @@ impl Registry {
         let (scheme, answer) = probe::settle(&http, &retrier, host).await?;
         let registry = Registry {
             host: host.to_string(),
+            scheme,
             base: format!("{}://{}", scheme.name(), transport::api_host(host)),
             http,
             auth: Authenticator::new(host, credential),
@@ -134,11 +136,7 @@ impl Registry {
     }
 
     fn scheme(&self) -> &'static str {
-        if self.base.starts_with("https") {
-            "https"
-        } else {
-            "http"
-        }
+        self.scheme.name()
     }
 
     /// What token requests go through.

@@ -85,7 +85,7 @@ fn cause(error: &reqwest::Error) -> String {
         format!("timed out: no answer within {}s", TIMEOUT.as_secs())
     } else if lower.contains("connection reset") {
         format!("connection reset: {chain}")
-    } else if lower.contains("certificate") || lower.contains("invalidcontenttype") {
+    } else if lower.contains("certificate") || speaks_no_tls(error) {
         format!("TLS: {chain}")
     } else {
         chain

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::formats::manifest;
 use crate::formats::sops::{self, Keys, SopsError};
 
+use super::images::{Step, field_path};
 use super::split::RenderedObject;
 
 /// The decrypted secret values of one render, layered in order.
@@ -91,16 +92,17 @@ impl SecretValues {
     ) -> Vec<String> {
         let mut found = Vec::new();
         for object in objects.iter().filter(|o| !encrypted(o)) {
-            visit_strings(&object.value, &mut String::new(), &mut |field, text| {
+            visit_strings(&object.value, &mut Vec::new(), &mut |path, text| {
                 let held = self.strings.iter().filter(|s| text.contains(&s.value));
                 found.extend(held.map(|secret| {
                     format!(
-                        "{} (app {}, from {}) would hold the value of `{}` from {} in clear, in its field `{field}`",
+                        "{} (app {}, from {}) would hold the value of `{}` from {} in clear, in its field `{}`",
                         object.describe(),
                         object.app,
                         object.source,
                         secret.key,
-                        secret.file
+                        secret.file,
+                        field_path(path)
                     )
                 }));
             });
@@ -113,25 +115,21 @@ impl SecretValues {
 pub const HOW_TO_KEEP_A_VALUE_SECRET: &str = "Only v1 Secrets are encrypted in the state: put the value in a Secret and refer to it (e.g. `valueFrom.secretKeyRef`), or pass --allow-plaintext-secrets.";
 
 /// Calls `found` with the path and text of every string in `value` (keys excluded).
-fn visit_strings(value: &Value, path: &mut String, found: &mut dyn FnMut(&str, &str)) {
-    let depth = path.len();
+fn visit_strings(value: &Value, path: &mut Vec<Step>, found: &mut dyn FnMut(&[Step], &str)) {
     match value {
         Value::String(text) => found(path, text),
         Value::Object(map) => {
             for (key, child) in map {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
+                path.push(Step::Key(key.clone()));
                 visit_strings(child, path, found);
-                path.truncate(depth);
+                path.pop();
             }
         }
         Value::Array(items) => {
             for (index, item) in items.iter().enumerate() {
-                path.push_str(&format!("[{index}]"));
+                path.push(Step::Index(index));
                 visit_strings(item, path, found);
-                path.truncate(depth);
+                path.pop();
             }
         }
         _ => {}
