@@ -603,22 +603,7 @@ fn the_lock_is_released_after_each_deploy_and_a_dead_holders_lock_says_when_it_f
         group.write("web", "cm.yaml", &group.config_map(&format!("a{round}")));
         let (code, _, err) = group.deploy(&[]);
         assert_eq!(code, 0, "round {round}: {err}");
-        let lease = std::process::Command::new("kubectl")
-            .args([
-                "--context",
-                "umbrella-test",
-                "-n",
-                "umbrella-system",
-                "get",
-                "lease",
-            ])
-            .arg(format!("umbrella-lock-{}", group.env))
-            .output()
-            .expect("kubectl");
-        assert!(
-            !lease.status.success(),
-            "round {round}: the lock stayed behind"
-        );
+        assert!(!group.lock_held(), "round {round}: the lock stayed behind");
     }
     // A deploy killed while it holds the lock leaves it; the next one says what to do.
     group.write("web", "lb.yaml", &group.load_balancer(true));
@@ -634,19 +619,6 @@ fn the_lock_is_released_after_each_deploy_and_a_dead_holders_lock_says_when_it_f
             && err.contains("takes it over"),
         "{err}"
     );
-}
-
-/// Whether the group's deploy lock (its Lease) is on the cluster.
-fn has_lease(env: &str) -> bool {
-    let lease = format!("umbrella-lock-{env}");
-    let args = ["-n", "umbrella-system", "get", "lease", lease.as_str()];
-    std::process::Command::new("kubectl")
-        .args(["--context", "umbrella-test"])
-        .args(args)
-        .output()
-        .expect("kubectl")
-        .status
-        .success()
 }
 
 #[test]
@@ -672,7 +644,7 @@ fn a_deploy_whose_api_connection_is_slow_at_its_end_still_releases_its_lock() {
     let (code, _, err) = common::umbrella(group.repo.path(), &args, &[("KUBECONFIG", kubeconfig)]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        !has_lease(env),
+        !group.lock_held(),
         "deploy A left its lock behind ({:?}): {err}",
         started.elapsed()
     );
@@ -747,18 +719,9 @@ fn secret_values_never_reach_the_output() {
     assert!(out.contains("masked") && !out.contains("s3cr3t"), "{out}");
 }
 
-/// A CRD of its own API group, deleted when dropped.
-struct CustomKind(String);
-
-impl Drop for CustomKind {
-    fn drop(&mut self) {
-        common::group::kubectl_quietly(&["delete", "crd", &self.0, "--wait=false"]);
-    }
-}
-
 /// A Secret-like kind `VaultSecret` whose `spec.encryptedData` values must look sealed: the
 /// API server repeats a value that does not (unlike a Secret's, which it redacts itself).
-fn vault_secret_kind(group: &str) -> CustomKind {
+fn vault_secret_kind(group: &str) -> CrdCleanup {
     let crd = format!(
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: vaultsecrets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{plural: vaultsecrets, singular: vaultsecret, kind: VaultSecret}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              encryptedData:\n                type: object\n                additionalProperties: {{type: string, pattern: '^Ag[A-Za-z0-9+/=]+$'}}\n"
     );
@@ -770,7 +733,7 @@ fn vault_secret_kind(group: &str) -> CustomKind {
         .output()
         .expect("kubectl");
     assert!(established.status.success(), "CRD {name} not established");
-    CustomKind(name)
+    CrdCleanup(name)
 }
 
 #[test]
@@ -801,7 +764,10 @@ fn a_secret_like_custom_resource_the_server_refuses_never_echoes_its_value() {
     }
     // Still refused, and the object is named.
     assert_ne!(deploy_code, 0, "{deploy_err}");
-    assert!(deploy_err.contains("VaultSecret/db"), "{deploy_err}");
+    assert!(
+        deploy_err.contains("VaultSecret/db") && deploy_err.contains("VaultSecret/pins"),
+        "both were sent and refused: {deploy_err}"
+    );
     assert_ne!(diff_code, 0, "{diff_out}{diff_err}");
     assert!(
         format!("{diff_out}{diff_err}").contains("VaultSecret/db"),

@@ -279,7 +279,7 @@ fn secret_values_layer_after_the_environments_values_and_before_values_flags() {
     let path = |name: &str| repo.path().join("umbrella-chart").join(name);
     std::fs::write(
         path("secrets.yaml"),
-        "order-service:\n  database:\n    password: from-all-secrets\n    user: from-all-secrets\n",
+        "order-service:\n  database:\n    password: from-all-secrets\n",
     )
     .expect("write");
     let (code, _, err) = sops(
@@ -293,11 +293,20 @@ fn secret_values_layer_after_the_environments_values_and_before_values_flags() {
         "order-service:\n  database:\n    password: from-env-values\n",
     )
     .expect("write");
-    let (code, _, err) = umbrella(repo.path(), &["render", "--env", &env], &[]);
-    assert_eq!(code, 0, "{err}");
+    // secrets.yaml over values-ENV.yaml, then secrets-ENV.yaml over both.
+    let for_env = path(&format!("secrets-{env}.yaml"));
+    let aside = repo.path().join("secrets-env.aside");
+    std::fs::rename(&for_env, &aside).expect("set secrets-ENV.yaml aside");
     let file = secret_file(repo.path(), &env);
-    let secret = sops_decrypted(repo.path(), &file, &demo_key_file());
-    assert_eq!(secret["stringData"]["password"], "from-env-secrets");
+    for (expected, restore) in [("from-all-secrets", true), ("from-env-secrets", false)] {
+        let (code, _, err) = umbrella(repo.path(), &["render", "--env", &env], &[]);
+        assert_eq!(code, 0, "{err}");
+        let secret = sops_decrypted(repo.path(), &file, &demo_key_file());
+        assert_eq!(secret["stringData"]["password"], expected);
+        if restore {
+            std::fs::rename(&aside, &for_env).expect("put secrets-ENV.yaml back");
+        }
+    }
 
     std::fs::write(
         repo.path().join("flag.yaml"),

@@ -68,6 +68,18 @@ impl Group {
         (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
     }
 
+    /// Whether the group's deploy lock (its Lease) is on the cluster.
+    pub fn lock_held(&self) -> bool {
+        let lease = format!("umbrella-lock-{}", self.env);
+        std::process::Command::new("kubectl")
+            .args(["--context", "umbrella-test", "-n", "umbrella-system"])
+            .args(["get", "lease", lease.as_str()])
+            .output()
+            .expect("kubectl")
+            .status
+            .success()
+    }
+
     /// Runs `umbrella <verb> [app-group] ENV --context ... <extra>` in the repository.
     pub fn run(&self, verb: &[&str], extra: &[&str]) -> (i32, String, String) {
         let mut args = verb.to_vec();
